@@ -1,0 +1,24 @@
+"""The filters img2img learns: a registry of OpenCV-identical operators and a spec language.
+
+>>> from img2img.filters import create_filter
+>>> f = create_filter("gray|gaussian:ksize=3|sobel:dx=1,dy=1")
+>>> f.linear, tuple(f.kernel.shape)
+(True, (1, 3, 5, 5))
+"""
+
+from img2img.filters import linear as _linear  # noqa: F401  (registers the linear filters)
+from img2img.filters import nonlinear as _nonlinear  # noqa: F401  (registers the others)
+from img2img.filters.base import GRAY_WEIGHTS, Param, Stage, list_filters, parse_spec
+from img2img.filters.chain import Filter, create_filter
+from img2img.filters.ops import rgb_to_gray
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "Filter",
+    "Param",
+    "Stage",
+    "create_filter",
+    "list_filters",
+    "parse_spec",
+    "rgb_to_gray",
+]

@@ -1,0 +1,352 @@
+"""The machinery of filters: parameters, stages, the registry and the spec language.
+
+A filter spec is ``name`` or ``name:key=value,key=value``, and stages chain with
+``|``, applied left to right: ``gray|gaussian:ksize=3|sobel:dx=1,dy=1``.
+Each stage is an instance of a registered :class:`Stage` subclass; a chain of
+stages is a :class:`~img2img.filters.chain.Filter`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from img2img.border import BORDER_MODES, check_border
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "Param",
+    "Stage",
+    "list_filters",
+    "parse_spec",
+    "register_filter",
+]
+
+#: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order.
+GRAY_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a filter stage.
+
+    Attributes:
+        name: The key used in a spec.
+        kind: ``int``, ``float``, ``bool`` or ``str``.
+        default: The value used when the spec does not give one (``None``: optional).
+        help: One line saying what it does.
+        choices: The allowed values, when they form a short list.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, raw: Any, spec: str) -> Any:
+        """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type."""
+        if raw is None:
+            return None
+        value: Any = raw
+        try:
+            if self.kind is bool:
+                if isinstance(raw, str):
+                    lowered = raw.strip().lower()
+                    if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError
+                    value = lowered in ("1", "true", "yes", "on")
+                else:
+                    value = bool(raw)
+            elif self.kind is int:
+                as_float = float(raw)
+                if not as_float.is_integer():
+                    raise ValueError
+                value = int(as_float)
+            elif self.kind is float:
+                value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError
+            else:
+                value = str(raw).strip()
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"filter {spec!r}: parameter {self.name!r} expects {self.kind.__name__}; got {raw!r}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(
+                f"filter {spec!r}: parameter {self.name!r} must be one of "
+                f"{list(self.choices)}; got {raw!r}"
+            )
+        return value
+
+
+BORDER_PARAM = Param(
+    "border", str, "reflect101", "border mode (OpenCV's names)", tuple(BORDER_MODES)
+)
+CHANNELS_PARAM = Param(
+    "channels", str, "gray", "apply to the grayscale image or to each RGB channel", ("gray", "rgb")
+)
+
+
+class Stage:
+    """One operator of a filter chain, applied to a batch ``(B, C, H, W)``.
+
+    Subclasses set the class attributes, declare :attr:`params`, validate in
+    :meth:`validate`, and implement :meth:`apply_one` on a batch whose channels
+    are already chosen (grayscale or RGB). Linear stages implement
+    :meth:`kernel2d` instead; they are applied by :func:`correlate`.
+
+    Attributes:
+        name: The registry name.
+        description: One line for ``img2img filters``.
+        params: The stage's own parameters (``border`` and ``channels`` are added
+            automatically when :attr:`spatial` and :attr:`color_aware` are set).
+        linear: Whether the stage is a linear operator.
+        spatial: Whether the stage looks at neighbours (has a border).
+        color_aware: Whether the stage converts RGB input to gray by default.
+        borders: The border modes the stage supports.
+        backend: ``"pytorch"`` (batched, on the batch's device) or ``"opencv"``
+            (per image, on the CPU).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    linear: ClassVar[bool] = False
+    spatial: ClassVar[bool] = True
+    color_aware: ClassVar[bool] = True
+    borders: ClassVar[tuple[str, ...]] = ("reflect101", "reflect", "replicate", "constant")
+    backend: ClassVar[str] = "pytorch"
+
+    def __init__(self, spec: str = "", **values: Any) -> None:
+        self.spec = spec or self.name
+        known = {p.name: p for p in self.all_params()}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"filter {self.spec!r}: unknown parameter {unknown[0]!r}; "
+                f"{self.name!r} takes {sorted(known) or 'no parameters'}"
+            )
+        self.values: dict[str, Any] = {}
+        for pname, param in known.items():
+            raw = values.get(pname, param.default)
+            self.values[pname] = param.parse(raw, self.spec)
+        if self.spatial:
+            border = check_border(self.values["border"], argument=f"filter {self.spec!r}: border")
+            if border not in self.borders:
+                raise ValueError(
+                    f"filter {self.spec!r}: parameter 'border' must be one of "
+                    f"{list(self.borders)} for {self.name!r}; got {border!r}"
+                )
+            self.values["border"] = border
+        self.validate()
+
+    # -- declaration -------------------------------------------------------------------------
+    @classmethod
+    def all_params(cls) -> tuple[Param, ...]:
+        """The stage's parameters, including the shared ``border`` and ``channels``."""
+        extra: list[Param] = []
+        if cls.spatial:
+            default = cls.borders[0]
+            extra.append(
+                Param(BORDER_PARAM.name, str, default, BORDER_PARAM.help, cls.borders)
+            )
+        if cls.color_aware:
+            extra.append(CHANNELS_PARAM)
+        return (*cls.params, *extra)
+
+    def validate(self) -> None:
+        """Check parameter values together; raise :class:`ValueError` naming the parameter."""
+
+    def fail(self, param: str, allowed: str, value: Any) -> None:
+        """Raise the standard error for a bad parameter value."""
+        raise ValueError(
+            f"filter {self.spec!r}: parameter {param!r} must be {allowed}; got {value!r}"
+        )
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def border(self) -> str | None:
+        """The border mode, or ``None`` for pointwise stages."""
+        return self.values.get("border") if self.spatial else None
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the stage applies to each channel instead of the grayscale image."""
+        return self.color_aware and self.values.get("channels") == "rgb"
+
+    def out_channels(self, in_channels: int) -> int:
+        """The number of output channels for ``in_channels`` input channels."""
+        if in_channels == 3 and self.color_aware and not self.per_channel:
+            return 1
+        return in_channels
+
+    def canonical(self) -> str:
+        """The spec of this stage with every parameter written out, in declaration order."""
+        parts = []
+        for param in self.all_params():
+            value = self.values[param.name]
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, float):
+                text = repr(value)
+            else:
+                text = str(value)
+            parts.append(f"{param.name}={text}")
+        return f"{self.name}:{','.join(parts)}" if parts else self.name
+
+    # -- behaviour ---------------------------------------------------------------------------
+    def kernel2d(self) -> np.ndarray:
+        """The stage's correlation kernel ``(kh, kw)``, float64, centred (odd sizes)."""
+        raise NotImplementedError(f"{self.name!r} is not linear")
+
+    def output_range(self, low: float, high: float) -> tuple[float, float]:
+        """The output range for inputs in ``[low, high]``."""
+        if self.linear:
+            kernel = self.kernel2d()
+            positive = float(kernel[kernel > 0].sum())
+            negative = float(kernel[kernel < 0].sum())
+            return positive * low + negative * high, positive * high + negative * low
+        return low, high
+
+    def apply_one(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the stage to ``x`` ``(B, C, H, W)`` whose channels are already chosen."""
+        if self.linear:
+            from img2img.filters.ops import correlate
+
+            return correlate(x, self.kernel2d(), self.values["border"])
+        raise NotImplementedError
+
+    def min_size(self) -> int:
+        """The smallest image side the stage accepts."""
+        return 1
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the stage to a batch ``(B, C, H, W)``; RGB becomes gray unless ``channels=rgb``."""
+        if x.shape[1] == 3 and self.color_aware and not self.per_channel:
+            from img2img.filters.ops import rgb_to_gray
+
+            x = rgb_to_gray(x)
+        return self.apply_one(x)
+
+    def __repr__(self) -> str:
+        return f"Stage({self.canonical()!r})"
+
+
+@dataclass
+class FilterEntry:
+    """A registered filter name: a stage class, or a preset expanding to a chain."""
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    build: Callable[..., list[Stage]]
+    backend: str
+    linear: bool
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, FilterEntry] = {}
+
+
+def register_filter(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: add a :class:`Stage` subclass to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise RuntimeError(f"filter name {cls.name!r} is empty or already registered")
+
+    def build(spec: str, **values: Any) -> list[Stage]:
+        return [cls(spec, **values)]
+
+    _REGISTRY[cls.name] = FilterEntry(
+        cls.name, cls.description, cls.all_params(), build, cls.backend, cls.linear
+    )
+    return cls
+
+
+def register_preset(
+    name: str,
+    description: str,
+    params: Sequence[Param],
+    build: Callable[..., list[Stage]],
+    *,
+    linear: bool,
+) -> None:
+    """Register a named chain of stages (e.g. the study's targets) with its own parameters."""
+
+    def checked_build(spec: str, **values: Any) -> list[Stage]:
+        known = {p.name: p for p in params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"filter {spec!r}: unknown parameter {unknown[0]!r}; "
+                f"{name!r} takes {sorted(known) or 'no parameters'}"
+            )
+        parsed = {p.name: p.parse(values.get(p.name, p.default), spec) for p in params}
+        return build(spec, **parsed)
+
+    _REGISTRY[name] = FilterEntry(
+        name, description, tuple(params), checked_build, "pytorch", linear
+    )
+
+
+def list_filters() -> list[FilterEntry]:
+    """All registered filters, sorted by name.
+
+    Returns:
+        One :class:`FilterEntry` per filter, with its parameters, defaults and
+        a one-line description.
+    """
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def get_entry(name: str, spec: str) -> FilterEntry:
+    """Look a filter name up; an unknown name raises ``ValueError`` listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"filter {spec!r}: unknown filter {name!r}; known filters: {sorted(_REGISTRY)}"
+        ) from None
+
+
+def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
+    """Split a spec into ``(name, {key: raw value}, stage text)`` triples.
+
+    Args:
+        spec: e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``.
+
+    Returns:
+        One triple per stage, in order.
+
+    Raises:
+        ValueError: On an empty spec, an empty stage, or a parameter without ``=``.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
+    if not spec.strip():
+        raise ValueError("filter spec is empty; try `img2img filters` for the list")
+    stages = []
+    for text in spec.split("|"):
+        text = text.strip()
+        if not text:
+            raise ValueError(f"filter {spec!r}: empty stage between '|'")
+        name, _, rest = text.partition(":")
+        values: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"filter {spec!r}: expected key=value, got {item!r}")
+            key = key.strip()
+            if key in values:
+                raise ValueError(f"filter {spec!r}: parameter {key!r} given twice")
+            values[key] = value.strip()
+        stages.append((name.strip().lower(), values, text))
+    return stages

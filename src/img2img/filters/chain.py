@@ -1,0 +1,237 @@
+"""A :class:`Filter`: a chain of stages built from a spec, with its exact kernel when linear."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from img2img.filters.base import GRAY_WEIGHTS, Stage, get_entry, parse_spec
+
+__all__ = ["Filter", "create_filter"]
+
+INPUT_RANGE = (0.0, 1.0)
+
+
+class Filter:
+    """An image filter to imitate, applied to batches of RGB images.
+
+    A filter is callable on a batch ``(B, 3, H, W)`` float32 RGB in [0, 1], on
+    any device, and returns ``(B, C, H, W)``. It knows its spec, whether it is
+    linear, its output range (for PSNR), its border mode and, when linear, its
+    exact effective kernel from the RGB input (:attr:`kernel`).
+
+    Example:
+        >>> f = create_filter("study-sobel")
+        >>> f(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 1, 64, 64])
+        >>> tuple(f.kernel.shape)
+        (1, 3, 5, 5)
+    """
+
+    def __init__(self, spec: str, stages: list[Stage]) -> None:
+        self.spec = spec
+        self.stages = stages
+
+    # -- description -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The spec as given (e.g. ``"study-sobel"``)."""
+        return self.spec
+
+    @cached_property
+    def canonical(self) -> str:
+        """The chain with every parameter written out: rebuilding from it gives the same filter."""
+        return "|".join(stage.canonical() for stage in self.stages)
+
+    @property
+    def params(self) -> list[dict[str, Any]]:
+        """The parameter values of each stage, in order."""
+        return [{"name": stage.name, **stage.values} for stage in self.stages]
+
+    @property
+    def linear(self) -> bool:
+        """Whether the whole chain is a linear operator of the RGB input."""
+        return all(stage.linear for stage in self.stages)
+
+    @property
+    def backend(self) -> str:
+        """``"pytorch"`` when every stage is batched on the device, else ``"opencv"``."""
+        return "opencv" if any(s.backend == "opencv" for s in self.stages) else "pytorch"
+
+    @property
+    def border(self) -> str:
+        """The border mode of the first stage that has one (``reflect101`` for pointwise chains)."""
+        for stage in self.stages:
+            if stage.border is not None:
+                return stage.border
+        return "reflect101"
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels for an RGB input: 1 for gray, 3 with ``channels=rgb``."""
+        channels = 3
+        for stage in self.stages:
+            channels = stage.out_channels(channels)
+        return channels
+
+    @cached_property
+    def output_range(self) -> tuple[float, float]:
+        """``(low, high)`` that the output can reach for inputs in [0, 1]."""
+        if self.linear:
+            kernel = self.kernel.numpy()
+            low = np.minimum(kernel, 0).sum(axis=(1, 2, 3)).min()
+            high = np.maximum(kernel, 0).sum(axis=(1, 2, 3)).max()
+            return float(low), float(high)
+        low, high = INPUT_RANGE
+        for stage in self.stages:
+            low, high = stage.output_range(low, high)
+        return float(low), float(high)
+
+    @property
+    def data_range(self) -> float:
+        """``high - low`` of :attr:`output_range`: the ``data_range`` of PSNR and SSIM."""
+        low, high = self.output_range
+        return high - low
+
+    @cached_property
+    def kernel(self) -> torch.Tensor | None:
+        """The exact effective correlation kernel ``(C, 3, kh, kw)``, float64, or ``None``.
+
+        Grayscale conversion is included: ``f(x)`` equals ``conv2d(pad(x), f.kernel)``
+        wherever the kernel's support lies inside the image, and everywhere when
+        the chain has one spatial stage.
+        """
+        if not self.linear:
+            return None
+        kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
+        channels = 3
+        for stage in self.stages:
+            stage_kernel = _stage_kernel(stage, channels)
+            kernel = _compose(kernel, stage_kernel)
+            channels = stage.out_channels(channels)
+        return kernel
+
+    @property
+    def kernel_size(self) -> tuple[int, int] | None:
+        """``(kh, kw)`` of :attr:`kernel`, or ``None`` for non-linear filters."""
+        return None if self.kernel is None else tuple(self.kernel.shape[-2:])
+
+    @property
+    def min_size(self) -> int:
+        """The smallest image side the filter accepts."""
+        return max((stage.min_size() for stage in self.stages), default=1)
+
+    # -- application -----------------------------------------------------------------------
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Apply the filter.
+
+        Args:
+            batch: ``(B, 3, H, W)`` float RGB in [0, 1].
+
+        Returns:
+            ``(B, C, H, W)`` of the batch's dtype (float32 for OpenCV stages), same device.
+        """
+        if not isinstance(batch, torch.Tensor):
+            raise TypeError(f"filter {self.spec!r}: expected a torch.Tensor batch; got {type(batch).__name__}")
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(
+                f"filter {self.spec!r}: expected a batch of shape (B, 3, H, W); got {tuple(batch.shape)}"
+            )
+        if min(batch.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"filter {self.spec!r}: images must be at least {self.min_size} pixels on each side; "
+                f"got {tuple(batch.shape[-2:])}"
+            )
+        x = batch
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def apply_kernel(self, batch: torch.Tensor) -> torch.Tensor:
+        """Apply :attr:`kernel` with one padded convolution (the filter's border).
+
+        Args:
+            batch: ``(B, 3, H, W)``.
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        from img2img.border import pad2d
+
+        if self.kernel is None:
+            raise ValueError(f"filter {self.spec!r} is not linear: it has no kernel")
+        kh, kw = self.kernel.shape[-2:]
+        padded = pad2d(batch, kw // 2, kw // 2, kh // 2, kh // 2, self.border)
+        return F.conv2d(padded, self.kernel.to(batch.dtype).to(batch.device))
+
+    def describe(self) -> str:
+        """One line: the canonical spec, linearity, output range and backend."""
+        low, high = self.output_range
+        kind = "linear" if self.linear else "non-linear"
+        return f"{self.canonical} ({kind}, output range [{low:.4g}, {high:.4g}], {self.backend})"
+
+    def __repr__(self) -> str:
+        return f"Filter({self.spec!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Filter) and other.canonical == self.canonical
+
+    def __hash__(self) -> int:
+        return hash(self.canonical)
+
+
+def _stage_kernel(stage: Stage, channels: int) -> torch.Tensor:
+    """A linear stage as a full kernel ``(C_out, C_in, kh, kw)`` for ``channels`` inputs."""
+    kernel2d = torch.as_tensor(stage.kernel2d(), dtype=torch.float64)
+    kh, kw = kernel2d.shape
+    if channels == 3 and stage.color_aware and not stage.per_channel:
+        weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
+        return weights * kernel2d.view(1, 1, kh, kw)
+    eye = torch.eye(channels, dtype=torch.float64).view(channels, channels, 1, 1)
+    return eye * kernel2d.view(1, 1, kh, kw)
+
+
+def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The kernel of ``second`` applied after ``first`` (both correlations), centred.
+
+    Args:
+        first: ``(M, C, ah, aw)``.
+        second: ``(O, M, bh, bw)``.
+
+    Returns:
+        ``(O, C, ah + bh - 1, aw + bw - 1)``.
+    """
+    bh, bw = second.shape[-2:]
+    # (C, M, ah, aw) as a batch of C images with M channels; full convolution with `second`.
+    images = first.transpose(0, 1)
+    padded = F.pad(images, (bw - 1, bw - 1, bh - 1, bh - 1))
+    composed = F.conv2d(padded, second.flip(-1, -2))
+    return composed.transpose(0, 1).contiguous()
+
+
+def create_filter(spec: str | Filter) -> Filter:
+    """Build a :class:`Filter` from a spec string.
+
+    Args:
+        spec: ``name`` or ``name:key=value,...``, stages chained with ``|``
+            (e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``). A :class:`Filter`
+            is returned unchanged.
+
+    Returns:
+        The filter.
+
+    Raises:
+        ValueError: For an unknown filter or parameter or a value out of range,
+            naming the spec, the parameter, the allowed values and the value given.
+    """
+    if isinstance(spec, Filter):
+        return spec
+    stages: list[Stage] = []
+    for name, values, text in parse_spec(spec):
+        entry = get_entry(name, spec)
+        stages.extend(entry.build(spec if "|" not in spec else text, **values))
+    return Filter(spec.strip(), stages)

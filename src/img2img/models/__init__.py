@@ -1,0 +1,27 @@
+"""Architectures: a registry of fully-convolutional networks that keep the image size."""
+
+from img2img.models import study as _study  # noqa: F401  (registers study and linear)
+from img2img.models.layers import BorderConv2d
+from img2img.models.registry import (
+    ArchEntry,
+    create_img2img_model,
+    get_arch,
+    list_archs,
+    model_config,
+    receptive_field,
+    register_arch,
+)
+from img2img.models.study import LinearNet, StudyNet
+
+__all__ = [
+    "ArchEntry",
+    "BorderConv2d",
+    "LinearNet",
+    "StudyNet",
+    "create_img2img_model",
+    "get_arch",
+    "list_archs",
+    "model_config",
+    "receptive_field",
+    "register_arch",
+]

@@ -1,0 +1,151 @@
+"""The architecture registry: a name -> factory dict filled by a decorator."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "ArchEntry",
+    "create_img2img_model",
+    "list_archs",
+    "model_config",
+    "receptive_field",
+    "register_arch",
+]
+
+
+@dataclass(frozen=True)
+class ArchEntry:
+    """A registered architecture.
+
+    Attributes:
+        name: Registry name (``"study"``, ``"linear"``, ...).
+        factory: ``factory(in_channels, out_channels, **options) -> nn.Module``.
+        description: One line for ``img2img archs`` and the docs.
+        defaults: The factory's keyword options and their defaults.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str
+    defaults: dict[str, Any]
+
+
+_ARCHS: dict[str, ArchEntry] = {}
+
+
+def register_arch(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable]:
+    """Decorator: register ``factory(in_channels, out_channels, **options)`` under ``name``."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _ARCHS:
+            raise RuntimeError(f"architecture {name!r} is already registered")
+        signature = inspect.signature(factory)
+        defaults = {
+            key: p.default
+            for key, p in signature.parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        _ARCHS[name] = ArchEntry(name, factory, description, defaults)
+        return factory
+
+    return decorate
+
+
+def list_archs() -> list[ArchEntry]:
+    """All registered architectures, sorted by name."""
+    return [_ARCHS[name] for name in sorted(_ARCHS)]
+
+
+def get_arch(name: str) -> ArchEntry:
+    """Look an architecture up; an unknown name raises ``ValueError`` listing the valid ones."""
+    if not isinstance(name, str) or name not in _ARCHS:
+        raise ValueError(f"arch must be one of {sorted(_ARCHS)}; got {name!r}")
+    return _ARCHS[name]
+
+
+def create_img2img_model(
+    num_input_channels: int = 3,
+    num_output_channels: int = 1,
+    arch: str = "study",
+    **options: Any,
+) -> nn.Module:
+    """Create a network that maps ``(B, in, H, W)`` images to ``(B, out, H, W)``.
+
+    Args:
+        num_input_channels: Input channels (3 for RGB).
+        num_output_channels: Output channels (1 for a grayscale filter).
+        arch: A registered architecture: ``"study"`` (the study's 48-parameter
+            network), ``"linear"``, ``"can"``, ``"structured"``; see :func:`list_archs`.
+        **options: Architecture options (e.g. ``kernel_size=5`` for ``"linear"``).
+            Options set to ``None`` are ignored, so that unset command-line flags
+            keep the architecture's defaults.
+
+    Returns:
+        The model, with ``model.config`` holding ``arch``, channels and resolved options.
+
+    Raises:
+        ValueError: For an unknown architecture, unknown option or bad channel count.
+    """
+    entry = get_arch(arch)
+    for argument, value in (
+        ("num_input_channels", num_input_channels),
+        ("num_output_channels", num_output_channels),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{argument} must be a positive integer; got {value!r}")
+    given = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(entry.defaults))
+    if unknown:
+        raise ValueError(
+            f"arch {arch!r}: unknown option {unknown[0]!r}; it takes {sorted(entry.defaults)}"
+        )
+    resolved = {**entry.defaults, **given}
+    model = entry.factory(num_input_channels, num_output_channels, **resolved)
+    model.config = {
+        "arch": arch,
+        "in_channels": num_input_channels,
+        "out_channels": num_output_channels,
+        "options": resolved,
+    }
+    return model
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """The ``config`` dict of a model made by :func:`create_img2img_model`.
+
+    Raises:
+        ValueError: If the model was not made by :func:`create_img2img_model`.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "arch" not in config:
+        raise ValueError(
+            "model must be created by img2img.create_img2img_model (it has no .config); "
+            f"got {type(model).__name__}"
+        )
+    return config
+
+
+def receptive_field(model: nn.Module) -> int:
+    """The side of a model's receptive field in pixels (odd; 1 for pointwise models).
+
+    An output pixel depends on the inputs within ``receptive_field(model) // 2``
+    pixels of it. Every registered architecture implements ``receptive_field()``.
+
+    Args:
+        model: A model made by :func:`create_img2img_model`.
+
+    Returns:
+        The receptive field side.
+    """
+    method = getattr(model, "receptive_field", None)
+    if not callable(method):
+        raise ValueError(
+            f"model of type {type(model).__name__} does not declare its receptive field"
+        )
+    return int(method())
