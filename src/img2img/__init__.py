@@ -1,3 +1,63 @@
-"""img2img: teach small convolutional networks to imitate image filters."""
+"""img2img: teach small convolutional networks to imitate image filters.
+
+The study's API, at the top level::
+
+    from img2img import (create_img2img_model, load_filtered_dataset, train_model,
+                         plot_losses, preview_predictions, compute_metrics, apply_filter)
+
+    train, val = load_filtered_dataset()                # the study's Sobel target
+    model = create_img2img_model(3, 1)                  # the study's 48-parameter CNN
+    train_losses, val_losses = train_model(model, train, val, max_epochs=20)
+    print(compute_metrics(model, val))                  # PSNR, SSIM, L1
+
+Names are imported on first use, so ``import img2img`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # the study's API
+    "create_img2img_model": "img2img.models",
+    "train_model": "img2img.train",
+    "load_filtered_dataset": "img2img.data",
+    "apply_filter": "img2img.infer",
+    "preview_predictions": "img2img.viz",
+    "preview_filtered_dataset": "img2img.viz",
+    "plot_losses": "img2img.viz",
+    "compute_metrics": "img2img.metrics",
+    # beyond the study
+    "save_model": "img2img.checkpoint",
+    "load_model": "img2img.checkpoint",
+    "create_filter": "img2img.filters",
+    "list_filters": "img2img.filters",
+    "Filter": "img2img.filters",
+    "list_archs": "img2img.models",
+    "receptive_field": "img2img.models",
+    "FilteredDataset": "img2img.data",
+    "fit_linear": "img2img.solve",
+    "fold_linear": "img2img.solve",
+    "kernel_error": "img2img.solve",
+    "plot_kernels": "img2img.viz",
+    "psnr": "img2img.metrics",
+    "ssim": "img2img.metrics",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'img2img' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -55,7 +55,9 @@ def check_border(border: str, *, argument: str = "border") -> str:
         ValueError: If ``border`` is not a known border mode.
     """
     if not isinstance(border, str):
-        raise TypeError(f"{argument} must be a string, one of {sorted(BORDER_MODES)}; got {border!r}")
+        raise TypeError(
+            f"{argument} must be a string, one of {sorted(BORDER_MODES)}; got {border!r}"
+        )
     name = _ALIASES.get(border.lower(), border.lower())
     if name not in BORDER_MODES:
         raise ValueError(f"{argument} must be one of {sorted(BORDER_MODES)}; got {border!r}")

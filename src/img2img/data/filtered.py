@@ -13,7 +13,9 @@ from img2img.filters import Filter, create_filter
 __all__ = ["FilteredDataset", "to_float"]
 
 
-def to_float(images: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+def to_float(
+    images: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+) -> torch.Tensor:
     """uint8 images ``(B, 3, H, W)`` -> float32 in [0, 1] on ``device``.
 
     The division happens on the device, so only uint8 bytes cross to a GPU.

@@ -1,6 +1,9 @@
 """Architectures: a registry of fully-convolutional networks that keep the image size."""
 
+from img2img.models import can as _can  # noqa: F401  (registers can)
+from img2img.models import structured as _structured  # noqa: F401  (registers structured)
 from img2img.models import study as _study  # noqa: F401  (registers study and linear)
+from img2img.models.can import ContextAggregationNet
 from img2img.models.layers import BorderConv2d
 from img2img.models.registry import (
     ArchEntry,
@@ -11,12 +14,15 @@ from img2img.models.registry import (
     receptive_field,
     register_arch,
 )
+from img2img.models.structured import StructuredNet
 from img2img.models.study import LinearNet, StudyNet
 
 __all__ = [
     "ArchEntry",
     "BorderConv2d",
+    "ContextAggregationNet",
     "LinearNet",
+    "StructuredNet",
     "StudyNet",
     "create_img2img_model",
     "get_arch",

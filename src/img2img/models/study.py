@@ -90,7 +90,9 @@ class LinearNet(nn.Module):
         return 1 + sum(layer.receptive_field() - 1 for layer in self.layers)
 
 
-@register_arch("study", "the study's 3-layer CNN (3x3 convs, ReLU, zero padding); 48 params for RGB->1")
+@register_arch(
+    "study", "the study's 3-layer CNN (3x3 convs, ReLU, zero padding); 48 params for RGB->1"
+)
 def study(in_channels: int, out_channels: int, *, border: str = "constant") -> nn.Module:
     """The study's network (see :class:`StudyNet`)."""
     return StudyNet(in_channels, out_channels, border)

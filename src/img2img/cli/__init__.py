@@ -1,0 +1,58 @@
+"""The ``img2img`` command: parses arguments and calls the library, nothing more.
+
+Each sub-command lives in a module of this package exposing ``register(subparsers)``,
+which adds its parser and sets ``handler`` to a function ``(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+COMMANDS = (
+    "img2img.cli.train",
+    "img2img.cli.apply",
+    "img2img.cli.evaluate",
+    "img2img.cli.listing",
+    "img2img.cli.data",
+    "img2img.cli.demo",
+)
+
+
+class UserError(Exception):
+    """An error to report on one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``img2img`` argument parser with every sub-command."""
+    from img2img import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="img2img",
+        description="Teach small convolutional networks to imitate image filters, "
+        "and apply them to images of any size.",
+    )
+    parser.add_argument("--version", action="version", version=f"img2img {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 success, 1 failure, 2 usage, 130 Ctrl-C)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("img2img: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"img2img: error: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,42 @@
+"""``img2img data``: fetch and inspect datasets."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` sub-command."""
+    parser = subparsers.add_parser("data", help="download or inspect datasets")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    download = actions.add_parser("download", help="download and extract a dataset")
+    download.add_argument("name", choices=("tiny-imagenet",), help="the dataset")
+    download.add_argument(
+        "--root", default=None, help="where to put it (default: the cache folder)"
+    )
+    download.set_defaults(handler=run_download)
+    info = actions.add_parser("info", help="where datasets are looked for, and what is there")
+    info.set_defaults(handler=run_info)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    """Handle ``img2img data download``."""
+    from img2img.data import cache_dir, download_tiny_imagenet
+
+    root = args.root or str(cache_dir())
+    path = download_tiny_imagenet(root)
+    print(f"Tiny ImageNet is ready in {path}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Handle ``img2img data info``."""
+    from img2img.data import cache_dir, find_tiny_imagenet
+
+    print(f"cache folder     {cache_dir()}")
+    try:
+        print(f"tiny-imagenet    {find_tiny_imagenet()}")
+    except FileNotFoundError as error:
+        print(f"tiny-imagenet    not found ({error})")
+    print("samples          built in (scikit-image's photos)")
+    return 0

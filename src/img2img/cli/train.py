@@ -1,0 +1,137 @@
+"""``img2img train``: train or fit a model for a filter and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from img2img.cli.common import add_device, parse_options, positive_float, positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` sub-command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="learn a filter from photos and write a run folder",
+        description="Learn a filter from photos. Writes OUT/model.safetensors, state.pt, "
+        "config.json, history.csv, metrics.json, figures and report.html. "
+        "Under torchrun, trains with DistributedDataParallel.",
+    )
+    parser.add_argument(
+        "--data", default="samples", help="samples (built-in photos), tiny-imagenet, or a folder"
+    )
+    parser.add_argument(
+        "--filter",
+        default="study-sobel",
+        help="filter spec, e.g. 'sobel:dx=1,ksize=5' (see `img2img filters`)",
+    )
+    parser.add_argument(
+        "--arch", default="auto", help="auto, or an architecture from `img2img archs`"
+    )
+    parser.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="architecture option (repeatable)"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=100, help="maximum epochs (default 100)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=128, help="images per step (default 128)"
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="learning rate (default 0.001; auto may choose)",
+    )
+    parser.add_argument(
+        "--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("l1", "mse"),
+        default=None,
+        help="training loss (default l1; auto may choose)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the split, random filters and training"
+    )
+    parser.add_argument("--workers", type=int, default=0, help="processes making batches")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="use at most this many training images"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of photos for validation"
+    )
+    parser.add_argument(
+        "--crop-size", type=positive_int, default=64, help="side of the crops (default 64)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=None,
+        help="stop training after this many seconds",
+    )
+    parser.add_argument("--download", action="store_true", help="download Tiny ImageNet if missing")
+    parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<filter>)")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--amp", choices=("bf16",), default=None, help="mixed precision (CUDA)")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels_last memory format (CUDA)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
+    add_device(parser)
+    parser.set_defaults(handler=run)
+
+
+def default_run_name(filter_spec: str) -> str:
+    """``runs/20261128-101500-study-sobel``: a time stamp and a file-safe filter name."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in filter_spec)[:40].strip("-")
+    return str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``img2img train``."""
+    from img2img.runs import DataConfig, ModelConfig, train_run
+
+    out = args.resume or args.out or default_run_name(args.filter)
+    train = {
+        "max_epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "early_stopping_patience": args.patience,
+        "seed": args.seed,
+        "num_workers": args.workers,
+        "device": args.device,
+        "progress": not args.no_progress,
+        "time_budget": args.time_budget,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+    }
+    if args.lr is not None:
+        train["learning_rate"] = args.lr
+    if args.loss is not None:
+        train["loss"] = args.loss
+    train_run(
+        out,
+        DataConfig(
+            data=args.data,
+            filter=args.filter,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            crop_size=args.crop_size,
+            limit=args.limit,
+            download=args.download,
+        ),
+        ModelConfig(arch=args.arch, options=parse_options(args.option)),
+        train,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        figures=not args.no_figures,
+    )
+    return 0
