@@ -434,13 +434,13 @@ def train_model(
                 loss = loss_fn(outputs.float(), targets)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
-                        f"the training loss became {float(loss)} at epoch {epoch}, step {step}; "
+                        f"the training loss became {loss.item()} at epoch {epoch}, step {step}; "
                         "lower the learning rate. The last good state and best model are kept."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                totals[0] += float(loss) * len(inputs)
+                totals[0] += loss.detach().item() * len(inputs)
                 totals[1] += len(inputs)
                 bar.update(1)
                 bar.set_postfix(loss=f"{totals[0] / totals[1]:.4g}")

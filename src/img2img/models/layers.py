@@ -47,7 +47,7 @@ class BorderConv2d(nn.Conv2d):
         """``(B, in, H, W)`` -> ``(B, out, H, W)``."""
         if self.border != "constant" and self.halo:
             x = pad2d(x, self.halo, self.halo, self.halo, self.halo, self.border)
-        return F.conv2d(x, self.weight, self.bias, dilation=self.dilation)
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding, dilation=self.dilation)
 
     def receptive_field(self) -> int:
         """Side of the receptive field: ``dilation * (kernel_size - 1) + 1``."""
