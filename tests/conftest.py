@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with
+# subprocesses (data workers, distributed ranks), spinning threads slow torch 10-50x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_ROOT = Path(os.environ.get("IMG2IMG_MINI_ROOT", ROOT.parent / "shared" / "data" / "tiny-imagenet-200-mini"))
@@ -33,6 +37,16 @@ def mini_photos(mini_root: Path) -> np.ndarray:
     paths = sorted((mini_root / "val" / "images").glob("*.JPEG"))[:16]
     photos = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
     return np.stack(photos)
+
+
+@pytest.fixture(scope="session")
+def train_photos(mini_root: Path) -> np.ndarray:
+    """96 real 64x64 photos spread over the mini set's ten training classes, uint8 ``(96, 3, 64, 64)``."""
+    import cv2
+
+    paths = sorted((mini_root / "train").glob("*/images/*.JPEG"))[::50][:96]
+    photos = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths]
+    return np.ascontiguousarray(np.stack(photos).transpose(0, 3, 1, 2))
 
 
 @pytest.fixture(scope="session")

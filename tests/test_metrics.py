@@ -224,7 +224,7 @@ def test_compute_metrics_infers_the_range_from_the_targets(sobel_dataset):
     inputs, targets = sobel_dataset.batch(range(6))
     dataset = _PairList(inputs, targets)
     result = compute_metrics(model, dataset, batch_size=4, device="cpu", max_images=5)
-    span = float(targets[:5].max() - targets[:5].min())
+    span = float(targets[:5].max()) - float(targets[:5].min())
     expected = _reference(model, inputs[:5], targets[:5], span)
     assert result["data_range_source"] == "targets"
     assert result["data_range"] == pytest.approx(span, rel=1e-12)
@@ -306,12 +306,14 @@ def test_resolve_device_refuses_cuda_without_cuda(device):
         resolve_device(device)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_resolve_device_cuda_index_out_of_range():
-    count = torch.cuda.device_count()
-    assert resolve_device("cuda:0").type == "cuda"
-    with pytest.raises(ValueError, match=f"only {count} CUDA device"):
-        resolve_device(f"cuda:{count}")
+def test_resolve_device_cuda_index_out_of_range(monkeypatch):
+    # A machine with two CUDA devices, as resolve_device sees it.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="only 2 CUDA device"):
+        resolve_device("cuda:2")
 
 
 def test_resolve_device_rejects_garbage():

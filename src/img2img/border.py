@@ -40,6 +40,10 @@ CV2_BORDER_FLAGS: dict[str, int] = {
 
 _ALIASES = {"zeros": "constant", "reflect_101": "reflect101", "default": "reflect101"}
 
+#: PyTorch's padding modes that equal an OpenCV border while the pad is no wider than the
+#: image allows (``reflect`` < size, ``circular`` <= size); OpenCV's BORDER_REFLECT has none.
+_TORCH_MODES = {"reflect101": "reflect", "replicate": "replicate", "wrap": "circular"}
+
 
 def check_border(border: str, *, argument: str = "border") -> str:
     """Validate a border name and return its canonical form.
@@ -143,9 +147,35 @@ def pad2d(
 
     Returns:
         Tensor ``(..., H + top + bottom, W + left + right)``.
+
+    Raises:
+        ValueError: For a negative pad, an unknown border mode, or a tensor with
+            fewer than two axes or an empty spatial axis that needs extending.
     """
     border = check_border(border)
+    pads = {"left": left, "right": right, "top": top, "bottom": bottom}
+    for name, value in pads.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"pad2d: {name} must be an integer >= 0; got {value!r}")
+    if x.dim() < 2:
+        raise ValueError(f"pad2d: expected a tensor (..., H, W); got shape {tuple(x.shape)}")
+    if border != "constant":
+        for size, before, after, axis in (
+            (x.shape[-2], top, bottom, "H"),
+            (x.shape[-1], left, right, "W"),
+        ):
+            if size == 0 and (before or after):
+                raise ValueError(
+                    f"pad2d: cannot extend an empty axis ({axis}=0) with border {border!r}"
+                )
     if border == "constant":
         return F.pad(x, (left, right, top, bottom), mode="constant", value=0.0)
+    torch_mode = _TORCH_MODES.get(border)
+    if torch_mode is not None and x.dim() in (3, 4) and x.numel() > 0:
+        height, width = x.shape[-2:]
+        limit_h, limit_w = (height - 1, width - 1) if border == "reflect101" else (height, width)
+        if border == "replicate" or (max(top, bottom) <= limit_h and max(left, right) <= limit_w):
+            # PyTorch's own padding: the same values, one kernel instead of slices and a cat.
+            return F.pad(x, (left, right, top, bottom), mode=torch_mode)
     x = _pad_axis(x, top, bottom, border, dim=x.dim() - 2)
     return _pad_axis(x, left, right, border, dim=x.dim() - 1)

@@ -8,16 +8,26 @@
 
 from img2img.filters import linear as _linear  # noqa: F401  (registers the linear filters)
 from img2img.filters import nonlinear as _nonlinear  # noqa: F401  (registers the others)
-from img2img.filters.base import GRAY_WEIGHTS, Param, Stage, list_filters, parse_spec
+from img2img.filters.base import (
+    GRAY_WEIGHTS,
+    FilterEntry,
+    Param,
+    Stage,
+    format_filter_table,
+    list_filters,
+    parse_spec,
+)
 from img2img.filters.chain import Filter, create_filter
 from img2img.filters.ops import rgb_to_gray
 
 __all__ = [
     "GRAY_WEIGHTS",
     "Filter",
+    "FilterEntry",
     "Param",
     "Stage",
     "create_filter",
+    "format_filter_table",
     "list_filters",
     "parse_spec",
     "rgb_to_gray",

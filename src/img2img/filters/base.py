@@ -20,15 +20,23 @@ from img2img.border import BORDER_MODES, check_border
 
 __all__ = [
     "GRAY_WEIGHTS",
+    "FilterEntry",
     "Param",
     "Stage",
+    "format_filter_table",
+    "kernel_range",
     "list_filters",
     "parse_spec",
     "register_filter",
 ]
 
-#: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order.
-GRAY_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+#: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order, exactly as
+#: OpenCV stores them: the float32 numbers nearest to 0.299, 0.587 and 0.114.
+GRAY_WEIGHTS: tuple[float, float, float] = (
+    float(np.float32(0.299)),
+    float(np.float32(0.587)),
+    float(np.float32(0.114)),
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class Param:
         default: The value used when the spec does not give one (``None``: optional).
         help: One line saying what it does.
         choices: The allowed values, when they form a short list.
+        allowed: The allowed values in words when they are a range (``"odd, 1-31"``);
+            shown by ``img2img filters`` and in error messages.
     """
 
     name: str
@@ -48,11 +58,33 @@ class Param:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    allowed: str = ""
+
+    def describe_allowed(self) -> str:
+        """The allowed values in words: the choices, the range, or the type."""
+        if self.choices is not None:
+            return "|".join(_format_value(c) for c in self.choices)
+        if self.kind is bool:
+            return "true|false"
+        return self.allowed or ("any number" if self.kind is float else self.kind.__name__)
 
     def parse(self, raw: Any, spec: str) -> Any:
-        """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type."""
+        """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type.
+
+        Args:
+            raw: The value, a string from a spec or a Python value; ``None`` keeps ``None``.
+            spec: The spec being parsed, for error messages.
+
+        Returns:
+            The value as :attr:`kind`.
+
+        Raises:
+            ValueError: If ``raw`` is not of the parameter's type or not one of its choices.
+        """
         if raw is None:
             return None
+        if self.name == "border" and isinstance(raw, str):
+            raw = check_border(raw, argument=f"filter {spec!r}: parameter 'border'")
         value: Any = raw
         try:
             if self.kind is bool:
@@ -64,19 +96,29 @@ class Param:
                 else:
                     value = bool(raw)
             elif self.kind is int:
-                as_float = float(raw)
-                if not as_float.is_integer():
+                if isinstance(raw, bool):
                     raise ValueError
-                value = int(as_float)
+                try:
+                    value = int(str(raw).strip())
+                except ValueError:
+                    as_float = float(raw)  # "3.0" is 3; "3.5" is an error
+                    if not as_float.is_integer():
+                        raise
+                    value = int(as_float)
             elif self.kind is float:
+                if isinstance(raw, bool):
+                    raise ValueError
                 value = float(raw)
                 if not math.isfinite(value):
                     raise ValueError
             else:
                 value = str(raw).strip()
-        except (TypeError, ValueError):
+                if self.choices is not None:
+                    value = value.lower()
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(
-                f"filter {spec!r}: parameter {self.name!r} expects {self.kind.__name__}; got {raw!r}"
+                f"filter {spec!r}: parameter {self.name!r} must be {self.describe_allowed()} "
+                f"({self.kind.__name__}); got {raw!r}"
             ) from None
         if self.choices is not None and value not in self.choices:
             raise ValueError(
@@ -84,6 +126,15 @@ class Param:
                 f"{list(self.choices)}; got {raw!r}"
             )
         return value
+
+
+def _format_value(value: Any) -> str:
+    """A parameter value as a spec writes it (``true``, ``0.5``, ``reflect101``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 BORDER_PARAM = Param(
@@ -100,7 +151,8 @@ class Stage:
     Subclasses set the class attributes, declare :attr:`params`, validate in
     :meth:`validate`, and implement :meth:`apply_one` on a batch whose channels
     are already chosen (grayscale or RGB). Linear stages implement
-    :meth:`kernel2d` instead; they are applied by :func:`correlate`.
+    :meth:`kernel2d` instead; they are applied by
+    :func:`~img2img.filters.ops.correlate`.
 
     Attributes:
         name: The registry name.
@@ -110,7 +162,10 @@ class Stage:
         linear: Whether the stage is a linear operator.
         spatial: Whether the stage looks at neighbours (has a border).
         color_aware: Whether the stage converts RGB input to gray by default.
-        borders: The border modes the stage supports.
+        takes_channels: Whether the stage offers ``channels=rgb`` (all colour-aware
+            stages but ``gray`` itself).
+        borders: The border modes the stage supports, its default first: exactly
+            those the OpenCV function it names accepts.
         backend: ``"pytorch"`` (batched, on the batch's device) or ``"opencv"``
             (per image, on the CPU).
     """
@@ -121,6 +176,7 @@ class Stage:
     linear: ClassVar[bool] = False
     spatial: ClassVar[bool] = True
     color_aware: ClassVar[bool] = True
+    takes_channels: ClassVar[bool] = True
     borders: ClassVar[tuple[str, ...]] = ("reflect101", "reflect", "replicate", "constant")
     backend: ClassVar[str] = "pytorch"
 
@@ -137,14 +193,6 @@ class Stage:
         for pname, param in known.items():
             raw = values.get(pname, param.default)
             self.values[pname] = param.parse(raw, self.spec)
-        if self.spatial:
-            border = check_border(self.values["border"], argument=f"filter {self.spec!r}: border")
-            if border not in self.borders:
-                raise ValueError(
-                    f"filter {self.spec!r}: parameter 'border' must be one of "
-                    f"{list(self.borders)} for {self.name!r}; got {border!r}"
-                )
-            self.values["border"] = border
         self.validate()
 
     # -- declaration -------------------------------------------------------------------------
@@ -153,11 +201,10 @@ class Stage:
         """The stage's parameters, including the shared ``border`` and ``channels``."""
         extra: list[Param] = []
         if cls.spatial:
-            default = cls.borders[0]
             extra.append(
-                Param(BORDER_PARAM.name, str, default, BORDER_PARAM.help, cls.borders)
+                Param(BORDER_PARAM.name, str, cls.borders[0], BORDER_PARAM.help, cls.borders)
             )
-        if cls.color_aware:
+        if cls.color_aware and cls.takes_channels:
             extra.append(CHANNELS_PARAM)
         return (*cls.params, *extra)
 
@@ -165,7 +212,16 @@ class Stage:
         """Check parameter values together; raise :class:`ValueError` naming the parameter."""
 
     def fail(self, param: str, allowed: str, value: Any) -> None:
-        """Raise the standard error for a bad parameter value."""
+        """Raise the standard error for a bad parameter value.
+
+        Args:
+            param: The parameter's name.
+            allowed: The allowed values in words (``"an odd integer from 1 to 31"``).
+            value: The value given.
+
+        Raises:
+            ValueError: Always.
+        """
         raise ValueError(
             f"filter {self.spec!r}: parameter {param!r} must be {allowed}; got {value!r}"
         )
@@ -181,26 +237,21 @@ class Stage:
         """Whether the stage applies to each channel instead of the grayscale image."""
         return self.color_aware and self.values.get("channels") == "rgb"
 
+    def to_gray(self, in_channels: int) -> bool:
+        """Whether the stage converts its ``in_channels``-channel input to gray first."""
+        return in_channels == 3 and self.color_aware and not self.per_channel
+
     def out_channels(self, in_channels: int) -> int:
         """The number of output channels for ``in_channels`` input channels."""
-        if in_channels == 3 and self.color_aware and not self.per_channel:
-            return 1
-        return in_channels
+        return 1 if self.to_gray(in_channels) else in_channels
 
     def canonical(self) -> str:
         """The spec of this stage with every parameter written out, in declaration order."""
-        parts = []
-        for param in self.all_params():
-            value = self.values[param.name]
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, float):
-                text = repr(value)
-            else:
-                text = str(value)
-            parts.append(f"{param.name}={text}")
+        parts = [
+            f"{param.name}={_format_value(self.values[param.name])}"
+            for param in self.all_params()
+            if self.values[param.name] is not None
+        ]
         return f"{self.name}:{','.join(parts)}" if parts else self.name
 
     # -- behaviour ---------------------------------------------------------------------------
@@ -209,12 +260,9 @@ class Stage:
         raise NotImplementedError(f"{self.name!r} is not linear")
 
     def output_range(self, low: float, high: float) -> tuple[float, float]:
-        """The output range for inputs in ``[low, high]``."""
+        """The output range for inputs in ``[low, high]`` (gray conversion keeps the range)."""
         if self.linear:
-            kernel = self.kernel2d()
-            positive = float(kernel[kernel > 0].sum())
-            negative = float(kernel[kernel < 0].sum())
-            return positive * low + negative * high, positive * high + negative * low
+            return kernel_range(self.kernel2d(), low, high)
         return low, high
 
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,13 +273,27 @@ class Stage:
             return correlate(x, self.kernel2d(), self.values["border"])
         raise NotImplementedError
 
+    def radius(self) -> int:
+        """How many pixels away, at most, an output pixel looks (0 for pointwise stages)."""
+        if not self.spatial:
+            return 0
+        if self.linear:
+            kh, kw = self.kernel2d().shape
+            return max(kh, kw) // 2
+        raise NotImplementedError(f"{self.name!r} must say its radius")
+
     def min_size(self) -> int:
-        """The smallest image side the stage accepts."""
+        """The smallest image side the stage accepts.
+
+        OpenCV extends the border of an image of any size (a reflection folds as
+        often as needed), and :func:`img2img.border.pad2d` does the same, so every
+        stage accepts any non-empty image; a stage with a real limit overrides this.
+        """
         return 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stage to a batch ``(B, C, H, W)``; RGB becomes gray unless ``channels=rgb``."""
-        if x.shape[1] == 3 and self.color_aware and not self.per_channel:
+        if self.to_gray(x.shape[1]):
             from img2img.filters.ops import rgb_to_gray
 
             x = rgb_to_gray(x)
@@ -241,9 +303,36 @@ class Stage:
         return f"Stage({self.canonical()!r})"
 
 
+def kernel_range(kernel: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """The range of a correlation with ``kernel`` when every input lies in ``[low, high]``.
+
+    Args:
+        kernel: Any array of weights.
+        low: The smallest input value.
+        high: The largest input value.
+
+    Returns:
+        ``(low, high)`` of the output: the positive weights meet one end of the
+        input range and the negative weights the other.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    positive = float(kernel[kernel > 0].sum())
+    negative = float(kernel[kernel < 0].sum())
+    return positive * low + negative * high, positive * high + negative * low
+
+
 @dataclass
 class FilterEntry:
-    """A registered filter name: a stage class, or a preset expanding to a chain."""
+    """A registered filter name: a stage class, or a preset expanding to a chain.
+
+    Attributes:
+        name: The name used in specs.
+        description: One line for ``img2img filters``.
+        params: Its parameters with their defaults and allowed values.
+        build: ``build(spec, **raw_values) -> list[Stage]``.
+        backend: ``"pytorch"`` or ``"opencv"`` (see :class:`Stage`).
+        linear: Whether the filter is linear.
+    """
 
     name: str
     description: str
@@ -278,8 +367,20 @@ def register_preset(
     build: Callable[..., list[Stage]],
     *,
     linear: bool,
+    backend: str = "pytorch",
 ) -> None:
-    """Register a named chain of stages (e.g. the study's targets) with its own parameters."""
+    """Register a named chain of stages (e.g. the study's targets) with its own parameters.
+
+    Args:
+        name: The name used in specs.
+        description: One line for ``img2img filters``.
+        params: The preset's parameters.
+        build: ``build(spec, **parsed_values) -> list[Stage]``.
+        linear: Whether the chain is linear.
+        backend: ``"pytorch"`` or ``"opencv"``.
+    """
+    if not name or name in _REGISTRY:
+        raise RuntimeError(f"filter name {name!r} is empty or already registered")
 
     def checked_build(spec: str, **values: Any) -> list[Stage]:
         known = {p.name: p for p in params}
@@ -292,9 +393,7 @@ def register_preset(
         parsed = {p.name: p.parse(values.get(p.name, p.default), spec) for p in params}
         return build(spec, **parsed)
 
-    _REGISTRY[name] = FilterEntry(
-        name, description, tuple(params), checked_build, "pytorch", linear
-    )
+    _REGISTRY[name] = FilterEntry(name, description, tuple(params), checked_build, backend, linear)
 
 
 def list_filters() -> list[FilterEntry]:
@@ -305,6 +404,41 @@ def list_filters() -> list[FilterEntry]:
         a one-line description.
     """
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def format_filter_table() -> str:
+    """The registered filters as plain text: what ``img2img filters`` prints.
+
+    Each filter gets a heading line (name, linear or not, backend, description)
+    followed by one line per parameter: name, type, default, allowed values, help.
+
+    Returns:
+        The table, one line per filter and per parameter, ending with a note on the spec syntax.
+    """
+    entries = list_filters()
+    rows: list[tuple[str, str, str, str, str]] = []
+    for entry in entries:
+        for param in entry.params:
+            default = "-" if param.default is None else _format_value(param.default)
+            rows.append(
+                (param.name, param.kind.__name__, default, param.describe_allowed(), param.help)
+            )
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+    lines: list[str] = []
+    for entry in entries:
+        kind = "linear" if entry.linear else "non-linear"
+        lines.append(f"{entry.name}  ({kind}, {entry.backend})  {entry.description}")
+        for param in entry.params:
+            default = "-" if param.default is None else _format_value(param.default)
+            cells = (param.name, param.kind.__name__, default, param.describe_allowed())
+            padded = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            lines.append(f"    {padded}  {param.help}")
+    lines.append("")
+    lines.append(
+        "spec: name or name:key=value,key=value; chain stages with '|' (applied left to right), "
+        "e.g. gray|gaussian:ksize=3|sobel:dx=1,dy=1"
+    )
+    return "\n".join(lines)
 
 
 def get_entry(name: str, spec: str) -> FilterEntry:
@@ -324,10 +458,14 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
         spec: e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``.
 
     Returns:
-        One triple per stage, in order.
+        One triple per stage, in order. Names and keys are lower-cased
+        (``L2gradient`` is ``l2gradient``); values keep their case; all are
+        stripped of surrounding spaces.
 
     Raises:
-        ValueError: On an empty spec, an empty stage, or a parameter without ``=``.
+        TypeError: If ``spec`` is not a string.
+        ValueError: On an empty spec, an empty stage or name, a parameter without
+            ``=``, or a parameter given twice.
     """
     if not isinstance(spec, str):
         raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
@@ -339,12 +477,14 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
         if not text:
             raise ValueError(f"filter {spec!r}: empty stage between '|'")
         name, _, rest = text.partition(":")
+        if not name.strip():
+            raise ValueError(f"filter {spec!r}: stage {text!r} has no filter name before ':'")
         values: dict[str, str] = {}
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ValueError(f"filter {spec!r}: expected key=value, got {item!r}")
-            key = key.strip()
+            key = key.strip().lower()
             if key in values:
                 raise ValueError(f"filter {spec!r}: parameter {key!r} given twice")
             values[key] = value.strip()

@@ -5,11 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from img2img.filters.base import GRAY_WEIGHTS, Stage, get_entry, parse_spec
+from img2img.filters.base import GRAY_WEIGHTS, Stage, get_entry, kernel_range, parse_spec
 
 __all__ = ["Filter", "create_filter"]
 
@@ -80,14 +79,22 @@ class Filter:
 
     @cached_property
     def output_range(self) -> tuple[float, float]:
-        """``(low, high)`` that the output can reach for inputs in [0, 1]."""
-        if self.linear:
-            kernel = self.kernel.numpy()
-            low = np.minimum(kernel, 0).sum(axis=(1, 2, 3)).min()
-            high = np.maximum(kernel, 0).sum(axis=(1, 2, 3)).max()
-            return float(low), float(high)
+        """``(low, high)``: bounds of the output for any input in [0, 1] (for PSNR).
+
+        The linear stages at the head of the chain count as one kernel, whose
+        positive and negative weights give the tightest bound; each later stage
+        maps the range it receives. Bounds are exact in real arithmetic; float32
+        evaluation may overshoot them by rounding (a few ulps).
+        """
+        head = 0
+        while head < len(self.stages) and self.stages[head].linear:
+            head += 1
         low, high = INPUT_RANGE
-        for stage in self.stages:
+        if head:
+            kernel = _chain_kernel(self.stages[:head]).numpy()
+            ranges = [kernel_range(k, low, high) for k in kernel]
+            low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        for stage in self.stages[head:]:
             low, high = stage.output_range(low, high)
         return float(low), float(high)
 
@@ -107,13 +114,7 @@ class Filter:
         """
         if not self.linear:
             return None
-        kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
-        channels = 3
-        for stage in self.stages:
-            stage_kernel = _stage_kernel(stage, channels)
-            kernel = _compose(kernel, stage_kernel)
-            channels = stage.out_channels(channels)
-        return kernel
+        return _chain_kernel(self.stages)
 
     @property
     def kernel_size(self) -> tuple[int, int] | None:
@@ -121,8 +122,17 @@ class Filter:
         return None if self.kernel is None else tuple(self.kernel.shape[-2:])
 
     @property
+    def radius(self) -> int:
+        """How far an output pixel looks: the sum of the stages' radii (pixels on each side).
+
+        A receptive field of ``2 * radius + 1`` covers the filter (Canny's hysteresis
+        aside, which follows edges arbitrarily far).
+        """
+        return sum(stage.radius() for stage in self.stages)
+
+    @property
     def min_size(self) -> int:
-        """The smallest image side the filter accepts."""
+        """The smallest image side the filter accepts (1: OpenCV's borders extend any image)."""
         return max((stage.min_size() for stage in self.stages), default=1)
 
     # -- application -----------------------------------------------------------------------
@@ -134,39 +144,66 @@ class Filter:
 
         Returns:
             ``(B, C, H, W)`` of the batch's dtype (float32 for OpenCV stages), same device.
+
+        Raises:
+            TypeError: If ``batch`` is not a floating-point tensor.
+            ValueError: If it is not ``(B, 3, H, W)`` or an image is smaller than
+                :attr:`min_size` on a side.
         """
-        if not isinstance(batch, torch.Tensor):
-            raise TypeError(f"filter {self.spec!r}: expected a torch.Tensor batch; got {type(batch).__name__}")
+        if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
+            kind = (
+                f"{batch.dtype} tensor" if isinstance(batch, torch.Tensor) else type(batch).__name__
+            )
+            raise TypeError(
+                f"filter {self.spec!r}: expected a float torch.Tensor batch in [0, 1]; got {kind}"
+            )
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(
                 f"filter {self.spec!r}: expected a batch of shape (B, 3, H, W); got {tuple(batch.shape)}"
             )
         if min(batch.shape[-2:]) < self.min_size:
             raise ValueError(
-                f"filter {self.spec!r}: images must be at least {self.min_size} pixels on each side; "
-                f"got {tuple(batch.shape[-2:])}"
+                f"filter {self.spec!r}: image size must be at least {self.min_size}x{self.min_size} "
+                f"pixels; got {batch.shape[-2]}x{batch.shape[-1]}"
             )
+        if batch.shape[0] == 0:
+            return batch.new_zeros((0, self.out_channels, *batch.shape[-2:]))
         x = batch
         for stage in self.stages:
             x = stage(x)
         return x
 
     def apply_kernel(self, batch: torch.Tensor) -> torch.Tensor:
-        """Apply :attr:`kernel` with one padded convolution (the filter's border).
+        """Apply :attr:`kernel` as one convolution of the padded batch (the filter's border).
+
+        Equals ``F.conv2d(pad2d(batch, ..., self.border), self.kernel)``; it runs as
+        depthwise convolutions summed over the input channels, PyTorch's fast path.
+        With one spatial stage this is the filter itself (up to float rounding).
 
         Args:
-            batch: ``(B, 3, H, W)``.
+            batch: ``(B, 3, H, W)`` float.
 
         Returns:
             ``(B, C, H, W)``.
+
+        Raises:
+            ValueError: If the filter is not linear.
         """
         from img2img.border import pad2d
 
         if self.kernel is None:
             raise ValueError(f"filter {self.spec!r} is not linear: it has no kernel")
-        kh, kw = self.kernel.shape[-2:]
+        out_channels, in_channels, kh, kw = self.kernel.shape
+        batch_size, _, height, width = batch.shape
         padded = pad2d(batch, kw // 2, kw // 2, kh // 2, kh // 2, self.border)
-        return F.conv2d(padded, self.kernel.to(batch.dtype).to(batch.device))
+        padded = padded.reshape(1, batch_size * in_channels, height + kh - 1, width + kw - 1)
+        kernel = self.kernel.to(batch.dtype).to(batch.device)
+        outputs = []
+        for c in range(out_channels):
+            weight = kernel[c].unsqueeze(1).repeat(batch_size, 1, 1, 1)  # (B * 3, 1, kh, kw)
+            out = F.conv2d(padded, weight, groups=batch_size * in_channels)
+            outputs.append(out.view(batch_size, in_channels, height, width).sum(dim=1))
+        return torch.stack(outputs, dim=1)
 
     def describe(self) -> str:
         """One line: the canonical spec, linearity, output range and backend."""
@@ -184,11 +221,21 @@ class Filter:
         return hash(self.canonical)
 
 
+def _chain_kernel(stages: list[Stage]) -> torch.Tensor:
+    """The composed kernel ``(C, 3, kh, kw)`` of linear stages applied to an RGB input."""
+    kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
+    channels = 3
+    for stage in stages:
+        kernel = _compose(kernel, _stage_kernel(stage, channels))
+        channels = stage.out_channels(channels)
+    return kernel
+
+
 def _stage_kernel(stage: Stage, channels: int) -> torch.Tensor:
     """A linear stage as a full kernel ``(C_out, C_in, kh, kw)`` for ``channels`` inputs."""
     kernel2d = torch.as_tensor(stage.kernel2d(), dtype=torch.float64)
     kh, kw = kernel2d.shape
-    if channels == 3 and stage.color_aware and not stage.per_channel:
+    if stage.to_gray(channels):
         weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
         return weights * kernel2d.view(1, 1, kh, kw)
     eye = torch.eye(channels, dtype=torch.float64).view(channels, channels, 1, 1)
@@ -230,8 +277,15 @@ def create_filter(spec: str | Filter) -> Filter:
     """
     if isinstance(spec, Filter):
         return spec
+    parsed = parse_spec(spec)
     stages: list[Stage] = []
-    for name, values, text in parse_spec(spec):
+    for name, values, text in parsed:
         entry = get_entry(name, spec)
-        stages.extend(entry.build(spec if "|" not in spec else text, **values))
+        if len(parsed) == 1:
+            stages.extend(entry.build(spec.strip(), **values))
+            continue
+        try:
+            stages.extend(entry.build(text, **values))
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"{error} (in the filter chain {spec!r})") from None
     return Filter(spec.strip(), stages)

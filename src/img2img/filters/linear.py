@@ -35,29 +35,44 @@ def _deriv_kernel(dx: int, dy: int, ksize: int) -> np.ndarray:
 
 def _gaussian_kernel(ksize: int, sigma: float, sigma_y: float | None) -> np.ndarray:
     """The 2-D kernel of ``cv2.GaussianBlur(ksize=(ksize, ksize), sigma, sigma_y)`` on float32."""
-    sigma_y = sigma if not sigma_y else sigma_y
+    sigma_y = sigma_y or sigma
     kx = cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F).ravel().astype(np.float64)
     ky = cv2.getGaussianKernel(ksize, sigma_y, cv2.CV_32F).ravel().astype(np.float64)
     return np.outer(ky, kx)
 
 
-def _check_odd_ksize(stage: Stage, allowed: tuple[int, ...] | None = None, maximum: int = 31):
-    ksize = stage.values["ksize"]
-    if allowed is not None:
-        if ksize not in allowed:
-            stage.fail("ksize", f"one of {list(allowed)}", ksize)
-    elif ksize < 1 or ksize % 2 == 0 or ksize > maximum:
-        stage.fail("ksize", f"an odd integer from 1 to {maximum}", ksize)
+#: The largest kernel side accepted anywhere (OpenCV's own limit for Sobel apertures).
+MAX_KSIZE = 31
+ODD_KSIZE = f"odd, 1-{MAX_KSIZE}"
+
+
+def _check_odd_ksize(stage: Stage, key: str = "ksize") -> None:
+    """Fail unless ``stage.values[key]`` is an odd integer from 1 to :data:`MAX_KSIZE`."""
+    ksize = stage.values[key]
+    if ksize < 1 or ksize % 2 == 0 or ksize > MAX_KSIZE:
+        stage.fail(key, f"an odd integer from 1 to {MAX_KSIZE}", ksize)
+
+
+def _check_non_negative(stage: Stage, *keys: str) -> None:
+    """Fail unless every ``stage.values[key]`` is at least 0."""
+    for key in keys:
+        if stage.values[key] < 0:
+            stage.fail(key, "a number >= 0", stage.values[key])
 
 
 @register_filter
 class Gray(Stage):
-    """RGB to grayscale with OpenCV's weights (``cv2.cvtColor(..., COLOR_RGB2GRAY)``); PyTorch."""
+    """RGB to grayscale, equal to ``cv2.cvtColor(x, COLOR_RGB2GRAY)`` on float32; PyTorch.
+
+    OpenCV's weights and order of operations (see
+    :func:`~img2img.filters.ops.rgb_to_gray`); a one-channel input passes unchanged.
+    """
 
     name = "gray"
     description = "grayscale: 0.299 R + 0.587 G + 0.114 B (cv2.cvtColor RGB2GRAY)"
     linear = True
     spatial = False
+    takes_channels = False
 
     def kernel2d(self) -> np.ndarray:
         return np.ones((1, 1))
@@ -77,9 +92,9 @@ class Sobel(Stage):
     description = "Sobel derivative of order (dx, dy) (cv2.Sobel)"
     linear = True
     params = (
-        Param("dx", int, 1, "order of the x derivative"),
-        Param("dy", int, 0, "order of the y derivative"),
-        Param("ksize", int, 3, "aperture size", (1, 3, 5, 7)),
+        Param("dx", int, 1, "order of the x derivative", allowed="0 to ksize-1 (2 for ksize 1)"),
+        Param("dy", int, 0, "order of the y derivative", allowed="0 to ksize-1; dx+dy >= 1"),
+        Param("ksize", int, 3, "aperture size (1: no smoothing)", (1, 3, 5, 7)),
         Param("scale", float, 1.0, "factor applied to the result"),
     )
 
@@ -114,8 +129,9 @@ class Scharr(Stage):
     )
 
     def validate(self) -> None:
-        if self.values["dx"] + self.values["dy"] != 1:
-            self.fail("dx+dy", "exactly 1 (Scharr is a first derivative)", self.values["dx"] + self.values["dy"])
+        order = self.values["dx"] + self.values["dy"]
+        if order != 1:
+            self.fail("dx+dy", "exactly 1 (Scharr is a first derivative)", order)
 
     def kernel2d(self) -> np.ndarray:
         return _deriv_kernel(self.values["dx"], self.values["dy"], -1) * self.values["scale"]
@@ -129,7 +145,7 @@ class Laplacian(Stage):
     description = "Laplacian d2/dx2 + d2/dy2 (cv2.Laplacian)"
     linear = True
     params = (
-        Param("ksize", int, 1, "aperture size", (1, 3, 5, 7)),
+        Param("ksize", int, 1, "aperture size (1: the 4-neighbour kernel)", (1, 3, 5, 7)),
         Param("scale", float, 1.0, "factor applied to the result"),
     )
 
@@ -152,16 +168,14 @@ class Gaussian(Stage):
     description = "Gaussian blur (cv2.GaussianBlur); sigma=0 derives it from ksize"
     linear = True
     params = (
-        Param("ksize", int, 3, "kernel size, odd"),
-        Param("sigma", float, 0.0, "standard deviation in x (0: from ksize)"),
-        Param("sigma_y", float, 0.0, "standard deviation in y (0: same as sigma)"),
+        Param("ksize", int, 3, "kernel size", allowed=ODD_KSIZE),
+        Param("sigma", float, 0.0, "standard deviation in x (0: from ksize)", allowed=">= 0"),
+        Param("sigma_y", float, 0.0, "standard deviation in y (0: same as sigma)", allowed=">= 0"),
     )
 
     def validate(self) -> None:
         _check_odd_ksize(self)
-        for key in ("sigma", "sigma_y"):
-            if self.values[key] < 0:
-                self.fail(key, "non-negative", self.values[key])
+        _check_non_negative(self, "sigma", "sigma_y")
 
     def kernel2d(self) -> np.ndarray:
         v = self.values
@@ -170,19 +184,33 @@ class Gaussian(Stage):
 
 @register_filter
 class Box(Stage):
-    """Box filter, equal to ``cv2.boxFilter(gray, -1, (ksize, ksize), normalize)``; PyTorch."""
+    """Box filter, equal to ``cv2.boxFilter(gray, -1, (ksize, ksize), normalize)``; PyTorch.
+
+    ``border=wrap`` works for ``ksize`` up to 5 only: OpenCV refuses
+    ``BORDER_WRAP`` for larger box filters.
+    """
 
     name = "box"
-    description = "box (mean) filter (cv2.boxFilter)"
+    description = "box (mean) filter (cv2.boxFilter); border=wrap for ksize <= 5"
     linear = True
     borders = ("reflect101", "reflect", "replicate", "constant", "wrap")
     params = (
-        Param("ksize", int, 3, "kernel size, odd"),
+        Param("ksize", int, 3, "kernel size", allowed=ODD_KSIZE),
         Param("normalize", bool, True, "divide by the kernel area"),
     )
 
+    #: The largest ``ksize`` for which ``cv2.boxFilter`` accepts ``BORDER_WRAP``.
+    MAX_WRAP_KSIZE = 5
+
     def validate(self) -> None:
         _check_odd_ksize(self)
+        if self.values["border"] == "wrap" and self.values["ksize"] > self.MAX_WRAP_KSIZE:
+            self.fail(
+                "ksize",
+                f"an odd integer from 1 to {self.MAX_WRAP_KSIZE} with border=wrap "
+                "(cv2.boxFilter refuses BORDER_WRAP for larger kernels)",
+                self.values["ksize"],
+            )
 
     def kernel2d(self) -> np.ndarray:
         ksize = self.values["ksize"]
@@ -200,7 +228,12 @@ class Sharpen(Stage):
     name = "sharpen"
     description = "sharpen: identity + amount x (negative 4-neighbour Laplacian) (cv2.filter2D)"
     linear = True
-    params = (Param("amount", float, 1.0, "strength (1: the classic 5-centre kernel)"),)
+    params = (
+        Param("amount", float, 1.0, "strength (1: the classic 5-centre kernel)", allowed=">= 0"),
+    )
+
+    def validate(self) -> None:
+        _check_non_negative(self, "amount")
 
     def kernel2d(self) -> np.ndarray:
         delta = np.zeros((3, 3))
@@ -220,15 +253,16 @@ class Unsharp(Stage):
     description = "unsharp mask: (1 + amount) x - amount GaussianBlur(x) (cv2.addWeighted)"
     linear = True
     params = (
-        Param("amount", float, 1.0, "strength"),
-        Param("sigma", float, 1.0, "standard deviation of the blur"),
-        Param("ksize", int, 5, "blur kernel size, odd"),
+        Param("amount", float, 1.0, "strength", allowed=">= 0"),
+        Param(
+            "sigma", float, 1.0, "standard deviation of the blur (0: from ksize)", allowed=">= 0"
+        ),
+        Param("ksize", int, 5, "blur kernel size", allowed=ODD_KSIZE),
     )
 
     def validate(self) -> None:
         _check_odd_ksize(self)
-        if self.values["sigma"] < 0:
-            self.fail("sigma", "non-negative", self.values["sigma"])
+        _check_non_negative(self, "amount", "sigma")
 
     def kernel2d(self) -> np.ndarray:
         v = self.values
@@ -275,19 +309,31 @@ def random_kernel(ksize: int, seed: int, distribution: str) -> np.ndarray:
 
 @register_filter
 class Random(Stage):
-    """A random kernel drawn from ``seed``, applied with ``cv2.filter2D``; PyTorch."""
+    """A random kernel drawn from ``seed``, equal to ``cv2.filter2D(gray, CV_32F, kernel)``; PyTorch.
+
+    The kernel is :func:`random_kernel`: the same seed gives the same kernel on
+    every machine (NumPy's ``default_rng`` is portable).
+    """
 
     name = "random"
     description = "random kernel drawn from seed (cv2.filter2D); uniform [0,1) or zero-mean normal"
     linear = True
     params = (
-        Param("ksize", int, 3, "kernel size, odd"),
-        Param("seed", int, 0, "random seed (numpy default_rng)"),
-        Param("distribution", str, "uniform", "entry distribution", ("uniform", "normal")),
+        Param("ksize", int, 3, "kernel size", allowed=ODD_KSIZE),
+        Param("seed", int, 0, "random seed (numpy default_rng)", allowed="integer >= 0"),
+        Param(
+            "distribution",
+            str,
+            "uniform",
+            "uniform: entries in [0, 1); normal: zero mean, absolute sum 1",
+            ("uniform", "normal"),
+        ),
     )
 
     def validate(self) -> None:
         _check_odd_ksize(self)
+        if self.values["seed"] < 0:
+            self.fail("seed", "an integer >= 0", self.values["seed"])
 
     def kernel2d(self) -> np.ndarray:
         v = self.values
@@ -303,19 +349,25 @@ def parse_kernel_rows(text: str, spec: str = "kernel") -> np.ndarray:
 
     Returns:
         float64 ``(kh, kw)``.
+
+    Raises:
+        ValueError: If the rows are not numbers, are empty or differ in length.
     """
     try:
         rows = [[float(v) for v in row.split()] for row in text.split(";") if row.strip()]
     except ValueError:
         raise ValueError(
-            f"filter {spec!r}: parameter 'rows' must be numbers separated by spaces, rows by ';'; "
-            f"got {text!r}"
+            f"filter {spec!r}: parameter 'rows' must be numbers separated by spaces, rows by ';' "
+            f"(e.g. '1 0 -1;2 0 -2;1 0 -1'); got {text!r}"
         ) from None
-    return _check_kernel_array(np.array(rows, dtype=object), spec, "rows", text)
+    return _check_kernel_rows(rows, spec, "rows", text)
 
 
 def load_kernel_file(path: str | Path, spec: str = "kernel") -> np.ndarray:
-    """Read a kernel from a ``.npy`` file or a text file of whitespace-separated rows.
+    """Read a kernel from a ``.npy`` file or a text file of rows.
+
+    A text file holds one row per line, numbers separated by spaces or commas;
+    blank lines and ``#`` comments are skipped.
 
     Args:
         path: The file.
@@ -323,72 +375,102 @@ def load_kernel_file(path: str | Path, spec: str = "kernel") -> np.ndarray:
 
     Returns:
         float64 ``(kh, kw)``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it does not hold a non-empty 2-D array of finite numbers.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"filter {spec!r}: parameter 'path': kernel file {str(path)!r} not found")
+        raise FileNotFoundError(
+            f"filter {spec!r}: parameter 'path': kernel file {str(path)!r} not found"
+        )
+    given = str(path)
     try:
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False)
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"dtype {array.dtype} is not numeric")
+            if array.ndim != 2:
+                raise ValueError(f"shape {array.shape} is not 2-D")
+            rows = array.astype(np.float64).tolist()
         else:
             text = path.read_text()
-            rows = [line.replace(",", " ").split() for line in text.splitlines() if line.strip()]
-            array = np.array([[float(v) for v in row] for row in rows], dtype=object)
-    except (ValueError, OSError) as error:
+            lines = (line.split("#", 1)[0].replace(",", " ") for line in text.splitlines())
+            rows = [[float(v) for v in line.split()] for line in lines if line.strip()]
+    except (ValueError, OSError, UnicodeDecodeError) as error:
         raise ValueError(
-            f"filter {spec!r}: parameter 'path': {str(path)!r} is not a 2-D array of numbers ({error})"
+            f"filter {spec!r}: parameter 'path' must name a file holding a 2-D array of numbers; "
+            f"{given!r} does not ({error})"
         ) from None
-    return _check_kernel_array(array, spec, "path", str(path))
+    return _check_kernel_rows(rows, spec, "path", given)
 
 
-def _check_kernel_array(array: np.ndarray, spec: str, param: str, given: str) -> np.ndarray:
-    try:
-        kernel = np.asarray(array.tolist(), dtype=np.float64)
-    except (ValueError, TypeError):
-        kernel = None
-    if kernel is None or kernel.ndim != 2 or kernel.size == 0 or not np.isfinite(kernel).all():
+def _check_kernel_rows(rows: list[list[float]], spec: str, param: str, given: str) -> np.ndarray:
+    """Rows of numbers as a kernel, or a ``ValueError`` saying what is wrong with them."""
+    problem = ""
+    if not rows or not rows[0]:
+        problem = "it is empty"
+    elif len({len(row) for row in rows}) != 1:
+        problem = f"its rows differ in length ({sorted({len(row) for row in rows})})"
+    kernel = np.zeros((0, 0)) if problem else np.asarray(rows, dtype=np.float64)
+    if not problem and not np.isfinite(kernel).all():
+        problem = "it holds inf or nan"
+    if not problem and max(kernel.shape) > MAX_KSIZE:
+        problem = f"its shape {kernel.shape} exceeds {MAX_KSIZE} on a side"
+    if problem:
         raise ValueError(
-            f"filter {spec!r}: parameter {param!r} must give a non-empty 2-D array of finite numbers "
-            f"with rows of equal length; got {given!r}"
-        )
-    if max(kernel.shape) > 31:
-        raise ValueError(
-            f"filter {spec!r}: parameter {param!r}: kernel sides must be at most 31; got {kernel.shape}"
+            f"filter {spec!r}: parameter {param!r} must give a 2-D array of finite numbers, rows of "
+            f"equal length, sides 1-{MAX_KSIZE}; got {given!r}: {problem}"
         )
     return kernel
 
 
 @register_filter
 class Kernel(Stage):
-    """A user's kernel, applied like ``cv2.filter2D(gray, CV_32F, kernel)``; PyTorch.
+    """A user's kernel, equal to ``cv2.filter2D(gray, CV_32F, kernel)``; PyTorch.
 
-    Even sides follow OpenCV's default anchor ``(kw // 2, kh // 2)``.
+    The kernel comes from a ``.npy`` file, a text file of rows, or inline rows,
+    and is rounded to float32 as ``cv2.filter2D`` uses it. Even sides follow
+    OpenCV's default anchor ``(kw // 2, kh // 2)``. The canonical spec writes the
+    kernel inline, so that it rebuilds the filter without the file.
     """
 
     name = "kernel"
-    description = "your own kernel from a .npy/.txt file or inline rows '1 0 -1;2 0 -2' (cv2.filter2D)"
+    description = (
+        "your own kernel from a .npy/.txt file or inline rows '1 0 -1;2 0 -2' (cv2.filter2D)"
+    )
     linear = True
     params = (
-        Param("path", str, None, "a .npy file or a text file of rows"),
-        Param("rows", str, None, "inline rows: numbers separated by spaces, rows by ';'"),
+        Param("path", str, None, "a .npy file or a text file of rows", allowed="a file path"),
+        Param(
+            "rows",
+            str,
+            None,
+            "inline rows: numbers separated by spaces, rows by ';'",
+            allowed="e.g. '1 0 -1;2 0 -2;1 0 -1'",
+        ),
     )
 
     def validate(self) -> None:
         path, rows = self.values["path"], self.values["rows"]
         if (path is None) == (rows is None):
             self.fail("path/rows", "exactly one of path= or rows=", {"path": path, "rows": rows})
-        if path is not None:
-            self.raw_kernel = load_kernel_file(path, self.spec)
-        else:
-            self.raw_kernel = parse_kernel_rows(rows, self.spec)
-        self.raw_kernel = self.raw_kernel.astype(np.float32).astype(np.float64)
+        raw = (
+            load_kernel_file(path, self.spec)
+            if path is not None
+            else parse_kernel_rows(rows, self.spec)
+        )
+        self.raw_kernel = raw.astype(np.float32).astype(np.float64)
 
     def kernel2d(self) -> np.ndarray:
         return _centre(self.raw_kernel)
 
     def canonical(self) -> str:
         rows = ";".join(" ".join(repr(float(v)) for v in row) for row in self.raw_kernel)
-        return f"kernel:rows={rows},border={self.values['border']},channels={self.values['channels']}"
+        return (
+            f"kernel:rows={rows},border={self.values['border']},channels={self.values['channels']}"
+        )
 
 
 # -- the study's presets -------------------------------------------------------------------------
@@ -406,7 +488,7 @@ def _study_random(spec: str, seed: int, border: str) -> list[Stage]:
     return [Gray(spec), Random(spec, ksize=3, seed=seed, distribution="uniform", border=border)]
 
 
-_PRESET_BORDER = Param("border", str, "reflect101", "border mode (OpenCV's names)")
+_PRESET_BORDER = Param("border", str, "reflect101", "border mode (OpenCV's names)", Sobel.borders)
 
 register_preset(
     "study-sobel",
@@ -418,7 +500,10 @@ register_preset(
 register_preset(
     "study-random",
     "the study's random target: a 3x3 uniform [0,1) kernel drawn from seed on the gray image",
-    (Param("seed", int, 0, "random seed (numpy default_rng)"), _PRESET_BORDER),
+    (
+        Param("seed", int, 0, "random seed (numpy default_rng)", allowed="integer >= 0"),
+        _PRESET_BORDER,
+    ),
     _study_random,
     linear=True,
 )

@@ -1,8 +1,9 @@
 """Non-linear filters: gradient magnitude, median, bilateral, morphology, Canny, pointwise maps.
 
-Where a batched PyTorch version equals OpenCV exactly (magnitude up to float32
-rounding; morphology, threshold, abs and clip exactly) it runs on the batch's
-device; median, bilateral and Canny call OpenCV image by image on the CPU.
+Where a batched PyTorch version equals OpenCV (magnitude up to float32
+rounding; morphology, threshold, abs and clip exactly, since they only pick,
+compare or negate values) it runs on the batch's device; median, bilateral and
+Canny call OpenCV image by image on the CPU and return to the batch's device.
 Each docstring says which.
 """
 
@@ -16,15 +17,33 @@ import torch
 
 from img2img.border import CV2_BORDER_FLAGS
 from img2img.filters.base import Param, Stage, register_filter
-from img2img.filters.linear import _deriv_kernel
+from img2img.filters.linear import ODD_KSIZE, _check_odd_ksize, _deriv_kernel
 from img2img.filters.ops import correlate, morphology, per_image_opencv
 
-_SHAPES = {"rect": cv2.MORPH_RECT, "ellipse": cv2.MORPH_ELLIPSE, "cross": cv2.MORPH_CROSS}
+__all__ = ["MORPH_SHAPES", "THRESHOLD_TYPES"]
+
+#: Structuring element shapes, by their spec names.
+MORPH_SHAPES: dict[str, int] = {
+    "rect": cv2.MORPH_RECT,
+    "ellipse": cv2.MORPH_ELLIPSE,
+    "cross": cv2.MORPH_CROSS,
+}
+
+
+def _uint8_range(low: float, high: float) -> tuple[float, float]:
+    """The range of ``round(255 x) / 255`` clipped to [0, 1] for ``x`` in ``[low, high]``."""
+    lo = min(max(math.floor(255.0 * low) / 255.0, 0.0), 1.0)
+    hi = min(max(math.ceil(255.0 * high) / 255.0, 0.0), 1.0)
+    return lo, hi
 
 
 @register_filter
 class Magnitude(Stage):
-    """Sobel gradient magnitude ``cv2.magnitude(Sobel dx=1, Sobel dy=1)``; PyTorch, batched."""
+    """Sobel gradient magnitude, equal to ``cv2.magnitude(cv2.Sobel(dx=1), cv2.Sobel(dy=1))``.
+
+    Both derivatives are float32 ``cv2.Sobel`` with the same ``ksize`` and border;
+    PyTorch, batched on the batch's device.
+    """
 
     name = "magnitude"
     description = "gradient magnitude sqrt(Sobel_x^2 + Sobel_y^2) (cv2.Sobel + cv2.magnitude)"
@@ -34,6 +53,9 @@ class Magnitude(Stage):
         ksize = self.values["ksize"]
         return _deriv_kernel(1, 0, ksize), _deriv_kernel(0, 1, ksize)
 
+    def radius(self) -> int:
+        return max(self.values["ksize"], 3) // 2
+
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         kx, ky = self._kernels()
         border = self.values["border"]
@@ -42,16 +64,23 @@ class Magnitude(Stage):
         return torch.sqrt(gx * gx + gy * gy)
 
     def output_range(self, low: float, high: float) -> tuple[float, float]:
-        kx, _ = self._kernels()
-        return 0.0, math.sqrt(2.0) * float(np.abs(kx).sum()) / 2.0 * (high - low)
+        # Each derivative kernel sums to zero, so it spans half its absolute sum
+        # times the input's spread; the magnitude is at most sqrt(2) times that.
+        kx, ky = self._kernels()
+        spread = high - low
+        gx = float(np.abs(kx).sum()) / 2.0 * spread
+        gy = float(np.abs(ky).sum()) / 2.0 * spread
+        return 0.0, math.hypot(gx, gy)
 
 
 @register_filter
 class Median(Stage):
-    """Median blur, ``cv2.medianBlur`` on the uint8 image (``round(255 x)``); OpenCV per image.
+    """Median blur, equal to ``cv2.medianBlur`` on the uint8 image; OpenCV, per image.
 
-    OpenCV's median always replicates the border. RGB input becomes gray with
-    ``cv2.cvtColor`` on uint8, as OpenCV does for an 8-bit photo.
+    The batch becomes uint8 as ``round(255 x)``; an RGB input becomes gray with
+    ``cv2.cvtColor`` on uint8, as OpenCV does for an 8-bit photo (``channels=rgb``
+    filters the three channels). The output is the uint8 median divided by 255.
+    OpenCV's median always replicates the border.
     """
 
     name = "median"
@@ -60,9 +89,12 @@ class Median(Stage):
     borders = ("replicate",)
     backend = "opencv"
 
+    def radius(self) -> int:
+        return self.values["ksize"] // 2
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         ksize = self.values["ksize"]
-        gray = x.shape[1] == 3 and not self.per_channel
+        gray = self.to_gray(x.shape[1])
 
         def run(image: np.ndarray) -> np.ndarray:
             if gray:
@@ -72,22 +104,24 @@ class Median(Stage):
         return per_image_opencv(x, run, as_uint8=True)
 
     def output_range(self, low: float, high: float) -> tuple[float, float]:
-        return max(low, 0.0), min(high, 1.0)
+        return _uint8_range(low, high)
 
 
 @register_filter
 class Bilateral(Stage):
-    """Bilateral filter ``cv2.bilateralFilter`` on the float32 image; OpenCV per image.
+    """Bilateral filter, equal to ``cv2.bilateralFilter`` on the float32 image; OpenCV, per image.
 
+    The gray image is :func:`~img2img.filters.ops.rgb_to_gray` (OpenCV's
+    conversion); ``channels=rgb`` filters each channel on its own.
     ``sigma_color`` is in intensity units of the [0, 1] image.
     """
 
     name = "bilateral"
     description = "edge-preserving bilateral filter on float32 (cv2.bilateralFilter)"
     params = (
-        Param("d", int, 5, "diameter of the neighbourhood (odd, 1-15)"),
-        Param("sigma_color", float, 0.1, "range sigma, in [0, 1] intensity units"),
-        Param("sigma_space", float, 2.0, "spatial sigma, in pixels"),
+        Param("d", int, 5, "diameter of the neighbourhood", allowed="odd, 1-15"),
+        Param("sigma_color", float, 0.1, "range sigma, in [0, 1] intensity units", allowed="> 0"),
+        Param("sigma_space", float, 2.0, "spatial sigma, in pixels", allowed="> 0"),
     )
     borders = ("reflect101", "reflect", "replicate", "constant", "wrap")
     backend = "opencv"
@@ -98,21 +132,18 @@ class Bilateral(Stage):
             self.fail("d", "an odd integer from 1 to 15", d)
         for key in ("sigma_color", "sigma_space"):
             if self.values[key] <= 0:
-                self.fail(key, "positive", self.values[key])
+                self.fail(key, "a number > 0", self.values[key])
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def radius(self) -> int:
+        return self.values["d"] // 2
+
+    def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         v = self.values
         flag = CV2_BORDER_FLAGS[v["border"]]
-        gray = x.shape[1] == 3 and not self.per_channel
 
         def run(image: np.ndarray) -> np.ndarray:
-            if gray:
-                image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
             if image.ndim == 3:  # channels=rgb: each channel on its own
-                return np.stack([run_one(image[..., c]) for c in range(image.shape[-1])], axis=-1)
-            return run_one(image)
-
-        def run_one(image: np.ndarray) -> np.ndarray:
+                return np.stack([run(image[..., c]) for c in range(image.shape[-1])], axis=-1)
             return cv2.bilateralFilter(
                 image, v["d"], v["sigma_color"], v["sigma_space"], borderType=flag
             )
@@ -121,25 +152,30 @@ class Bilateral(Stage):
 
 
 class _Morphology(Stage):
-    """Shared parameters of dilate, erode, open and close; PyTorch, batched, exact."""
+    """Shared parameters of dilate, erode, open and close; PyTorch, batched, exact.
+
+    ``border=constant`` pads with zeros (``borderValue=0``), as everywhere in
+    img2img; OpenCV's own default for morphology ignores the outside instead.
+    OpenCV has no ``BORDER_WRAP`` for morphology.
+    """
 
     params = (
-        Param("ksize", int, 3, "structuring element size, odd"),
-        Param("shape", str, "rect", "structuring element shape", tuple(_SHAPES)),
+        Param("ksize", int, 3, "structuring element size", allowed=ODD_KSIZE),
+        Param("shape", str, "rect", "structuring element shape", tuple(MORPH_SHAPES)),
     )
-    # OpenCV's BORDER_CONSTANT for morphology means "ignore the outside", and it has no WRAP.
-    borders = ("reflect101", "reflect", "replicate")
+    borders = ("reflect101", "reflect", "replicate", "constant")
     steps: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        ksize = self.values["ksize"]
-        if ksize < 1 or ksize % 2 == 0 or ksize > 31:
-            self.fail("ksize", "an odd integer from 1 to 31", ksize)
+        _check_odd_ksize(self)
 
     def mask(self) -> np.ndarray:
         """The structuring element ``(ksize, ksize)`` of 0/1 (``cv2.getStructuringElement``)."""
         ksize = self.values["ksize"]
-        return cv2.getStructuringElement(_SHAPES[self.values["shape"]], (ksize, ksize))
+        return cv2.getStructuringElement(MORPH_SHAPES[self.values["shape"]], (ksize, ksize))
+
+    def radius(self) -> int:
+        return len(self.steps) * (self.values["ksize"] // 2)
 
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask()
@@ -186,16 +222,21 @@ class Close(_Morphology):
 
 @register_filter
 class Canny(Stage):
-    """Canny edges, ``cv2.Canny`` on the uint8 image, output 0/1; OpenCV per image.
+    """Canny edges, equal to ``cv2.Canny`` on the uint8 image, output 0/1; OpenCV, per image.
 
-    Thresholds are in uint8 gradient units, as in OpenCV.
+    The batch becomes uint8 as ``round(255 x)``; an RGB input becomes gray with
+    ``cv2.cvtColor`` on uint8 (``channels=rgb``: one edge map per channel).
+    Thresholds are in OpenCV's units: gradients of the 0-255 image. Canny's
+    Sobel replicates the border.
     """
 
     name = "canny"
     description = "Canny edge map on the uint8 image, 0/1 output (cv2.Canny)"
     params = (
-        Param("low", float, 100.0, "lower hysteresis threshold"),
-        Param("high", float, 200.0, "upper hysteresis threshold"),
+        Param(
+            "low", float, 100.0, "lower hysteresis threshold (0-255 gradient units)", allowed=">= 0"
+        ),
+        Param("high", float, 200.0, "upper hysteresis threshold", allowed=">= low"),
         Param("aperture", int, 3, "Sobel aperture size", (3, 5, 7)),
         Param("l2gradient", bool, False, "use the exact L2 gradient magnitude"),
     )
@@ -205,20 +246,24 @@ class Canny(Stage):
     def validate(self) -> None:
         low, high = self.values["low"], self.values["high"]
         if low < 0:
-            self.fail("low", "non-negative", low)
+            self.fail("low", "a number >= 0", low)
         if high < low:
-            self.fail("high", f"at least low={low}", high)
+            self.fail("high", f"a number >= low ({low})", high)
+
+    def radius(self) -> int:
+        # the Sobel aperture, then non-maximum suppression; hysteresis may reach further
+        return self.values["aperture"] // 2 + 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         v = self.values
-        gray = x.shape[1] == 3 and not self.per_channel
+        gray = self.to_gray(x.shape[1])
 
         def run(image: np.ndarray) -> np.ndarray:
             if gray:
                 image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
             if image.ndim == 3:
                 return np.stack([run(image[..., c]) for c in range(image.shape[-1])], axis=-1)
-            return cv2.Canny(
+            return cv2.Canny(  # 0 or 255; divided by 255 on the way back: exactly 0 or 1
                 image, v["low"], v["high"], apertureSize=v["aperture"], L2gradient=v["l2gradient"]
             )
 
@@ -228,35 +273,48 @@ class Canny(Stage):
         return 0.0, 1.0
 
 
-_THRESHOLD_TYPES = ("binary", "binary_inv", "trunc", "tozero", "tozero_inv")
+#: Threshold types, by their spec names (OpenCV's ``THRESH_*``).
+THRESHOLD_TYPES: dict[str, int] = {
+    "binary": cv2.THRESH_BINARY,
+    "binary_inv": cv2.THRESH_BINARY_INV,
+    "trunc": cv2.THRESH_TRUNC,
+    "tozero": cv2.THRESH_TOZERO,
+    "tozero_inv": cv2.THRESH_TOZERO_INV,
+}
 
 
 @register_filter
 class Threshold(Stage):
-    """Threshold, equal to ``cv2.threshold(x, thresh, maxval, type)`` on float32; PyTorch, exact."""
+    """Threshold, equal to ``cv2.threshold(x, thresh, maxval, type)`` on float32; PyTorch, exact.
+
+    ``thresh`` and ``maxval`` are compared and written as float32, as OpenCV does.
+    """
 
     name = "threshold"
     description = "fixed threshold (cv2.threshold): binary, binary_inv, trunc, tozero, tozero_inv"
     spatial = False
     params = (
-        Param("thresh", float, 0.5, "threshold"),
+        Param("thresh", float, 0.5, "threshold: values above it count as above"),
         Param("maxval", float, 1.0, "value given by binary types"),
-        Param("type", str, "binary", "threshold type", _THRESHOLD_TYPES),
+        Param("type", str, "binary", "threshold type", tuple(THRESHOLD_TYPES)),
     )
 
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         v = self.values
-        above = x > v["thresh"]
+        thresh = torch.tensor(v["thresh"], dtype=x.dtype, device=x.device)
+        maxval = torch.tensor(v["maxval"], dtype=x.dtype, device=x.device)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        above = x > thresh
         kind = v["type"]
         if kind == "binary":
-            return torch.where(above, v["maxval"], 0.0).to(x.dtype)
+            return torch.where(above, maxval, zero)
         if kind == "binary_inv":
-            return torch.where(above, 0.0, v["maxval"]).to(x.dtype)
+            return torch.where(above, zero, maxval)
         if kind == "trunc":
-            return torch.where(above, torch.full_like(x, v["thresh"]), x)
+            return torch.where(above, thresh, x)
         if kind == "tozero":
-            return torch.where(above, x, torch.zeros_like(x))
-        return torch.where(above, torch.zeros_like(x), x)
+            return torch.where(above, x, zero)
+        return torch.where(above, zero, x)
 
     def output_range(self, low: float, high: float) -> tuple[float, float]:
         v = self.values
@@ -288,19 +346,19 @@ class Abs(Stage):
 
 @register_filter
 class Clip(Stage):
-    """Clipping to ``[min, max]``, equal to ``np.clip`` / ``cv2.min(cv2.max(x, min), max)``; exact."""
+    """Clipping to ``[min, max]``, equal to ``cv2.min(cv2.max(x, min), max)`` on float32; PyTorch, exact."""
 
     name = "clip"
-    description = "clip values to [min, max]"
+    description = "clip values to [min, max] (cv2.max then cv2.min)"
     spatial = False
     params = (
         Param("min", float, 0.0, "lower bound"),
-        Param("max", float, 1.0, "upper bound"),
+        Param("max", float, 1.0, "upper bound", allowed=">= min"),
     )
 
     def validate(self) -> None:
         if self.values["max"] < self.values["min"]:
-            self.fail("max", f"at least min={self.values['min']}", self.values["max"])
+            self.fail("max", f"a number >= min ({self.values['min']})", self.values["max"])
 
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(self.values["min"], self.values["max"])

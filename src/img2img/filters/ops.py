@@ -15,20 +15,49 @@ __all__ = ["correlate", "morphology", "per_image_opencv", "rgb_to_gray", "to_uin
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
-    """OpenCV's ``COLOR_RGB2GRAY`` on a float batch.
+    """OpenCV's ``COLOR_RGB2GRAY`` on a float batch, with OpenCV's own arithmetic.
+
+    ``cv2.cvtColor`` on float32 computes ``fma(B, 0.114f, fma(R, 0.299f, G * 0.587f))``
+    (its vectorised path): the float32 weights, that order, and fused multiply-adds
+    that round once. Every product of two float32 numbers is exact in float64, so
+    one float64 multiply-add rounded to float32 is that fused operation; the
+    result equals ``cv2.cvtColor`` bit for bit on every image whose pixels OpenCV
+    sends down its vectorised path (any uint8 colour, any image of width 64) and
+    differs by at most one float32 ulp elsewhere. Where float64 is unavailable
+    (Apple's MPS) the same sums run in float32: one ulp from OpenCV.
 
     Args:
-        x: ``(B, 3, H, W)`` RGB.
+        x: ``(B, 3, H, W)`` RGB, float.
 
     Returns:
-        ``(B, 1, H, W)``: ``0.299 R + 0.587 G + 0.114 B``.
+        ``(B, 1, H, W)`` of ``x``'s dtype: ``0.299 R + 0.587 G + 0.114 B``.
     """
-    r, g, b = GRAY_WEIGHTS
-    return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
+    wr, wg, wb = GRAY_WEIGHTS
+    if x.dtype != torch.float32 or x.device.type == "mps":
+        return x[:, 2:3] * wb + (x[:, 0:1] * wr + x[:, 1:2] * wg)
+    acc = x[:, 1:2] * wg  # a float32 product rounds once, as OpenCV's first step does
+    acc = x[:, 0:1].double().mul_(wr).add_(acc).float()
+    return x[:, 2:3].double().mul_(wb).add_(acc).float()
+
+
+def _weights(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A NumPy array as a tensor of ``like``'s dtype on ``like``'s device (cast on the CPU)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
+    return tensor.to(dtype=like.dtype).to(like.device)
+
+
+#: Rank-one kernels this wide or wider run as a row pass and a column pass; smaller
+#: ones as one 2-D pass, which is faster below this size.
+SEPARABLE_FROM = 11
 
 
 def correlate(x: torch.Tensor, kernel: np.ndarray, border: str) -> torch.Tensor:
     """Correlate each channel with a 2-D kernel, as ``cv2.filter2D`` does (anchor at the centre).
+
+    The batch's images and channels become the channels of one depthwise
+    convolution (PyTorch's fastest path for one-channel images on the CPU).
+    Large kernels of rank one (Gaussian, Sobel, box) run as a row pass then a
+    column pass, the order of OpenCV's separable filters.
 
     Args:
         x: ``(B, C, H, W)`` float.
@@ -39,17 +68,22 @@ def correlate(x: torch.Tensor, kernel: np.ndarray, border: str) -> torch.Tensor:
         ``(B, C, H, W)``.
     """
     kh, kw = kernel.shape
-    channels = x.shape[1]
-    weight = torch.as_tensor(kernel, dtype=x.dtype, device=x.device)
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"correlate: kernel sides must be odd (centred); got {kernel.shape}")
+    batch, channels, height, width = x.shape
+    n = batch * channels
     padded = pad2d(x, kw // 2, kw // 2, kh // 2, kh // 2, border)
-    rank_one = _separable(kernel)
+    padded = padded.reshape(1, n, height + kh - 1, width + kw - 1)
+    rank_one = _separable(kernel) if max(kh, kw) >= SEPARABLE_FROM else None
     if rank_one is not None:
         column, row = rank_one
-        col = torch.as_tensor(column, dtype=x.dtype, device=x.device).view(1, 1, kh, 1)
-        rw = torch.as_tensor(row, dtype=x.dtype, device=x.device).view(1, 1, 1, kw)
-        out = F.conv2d(padded, rw.expand(channels, 1, 1, kw), groups=channels)
-        return F.conv2d(out, col.expand(channels, 1, kh, 1), groups=channels)
-    return F.conv2d(padded, weight.view(1, 1, kh, kw).expand(channels, 1, kh, kw), groups=channels)
+        rw = _weights(row, x).view(1, 1, 1, kw).expand(n, 1, 1, kw)
+        col = _weights(column, x).view(1, 1, kh, 1).expand(n, 1, kh, 1)
+        out = F.conv2d(F.conv2d(padded, rw, groups=n), col, groups=n)
+    else:
+        weight = _weights(kernel, x).view(1, 1, kh, kw).expand(n, 1, kh, kw)
+        out = F.conv2d(padded, weight, groups=n)
+    return out.view(batch, channels, height, width)
 
 
 def _separable(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -93,10 +127,7 @@ def per_image_opencv(
     Returns:
         ``(B, C', H, W)`` float32 on ``x``'s device.
     """
-    if as_uint8:
-        images = to_uint8(x)
-    else:
-        images = x.detach().float().permute(0, 2, 3, 1).cpu().numpy()
+    images = to_uint8(x) if as_uint8 else x.detach().float().permute(0, 2, 3, 1).cpu().numpy()
     outputs = []
     for image in images:
         image = np.ascontiguousarray(image[..., 0] if image.shape[-1] == 1 else image)
@@ -113,32 +144,39 @@ def per_image_opencv(
 def morphology(x: torch.Tensor, mask: np.ndarray, border: str, op: str) -> torch.Tensor:
     """Dilation (``op="max"``) or erosion (``op="min"``) with a structuring element.
 
-    Equals ``cv2.dilate``/``cv2.erode`` with the same border: max and min are exact.
+    Equals ``cv2.dilate``/``cv2.erode`` with the same border (``constant``: zeros,
+    ``borderValue=0``) exactly: maxima and minima pick input values, whatever the
+    order they are taken in. The maximum runs over shifted views of the padded
+    batch, row by row then column by column for a full rectangle.
 
     Args:
         x: ``(B, C, H, W)``.
-        mask: ``(kh, kw)`` of 0/1, anchor at the centre.
+        mask: ``(kh, kw)`` of 0/1 with odd sides, anchor at the centre.
         border: Border mode.
         op: ``"max"`` or ``"min"``.
 
     Returns:
         ``(B, C, H, W)``.
     """
+    if op not in ("max", "min"):
+        raise ValueError(f"morphology: op must be 'max' or 'min'; got {op!r}")
+    if not mask.any():
+        raise ValueError("morphology: the structuring element is empty")
+    pick = torch.maximum if op == "max" else torch.minimum
     kh, kw = mask.shape
+    height, width = x.shape[-2:]
     padded = pad2d(x, kw // 2, kw // 2, kh // 2, kh // 2, border)
     if mask.all():
-        if op == "max":
-            return F.max_pool2d(padded, (kh, kw), stride=1)
-        return -F.max_pool2d(-padded, (kh, kw), stride=1)
-    batch, channels, height, width = x.shape
-    result = None
+        rows = padded[..., 0:width]
+        for dx in range(1, kw):
+            rows = pick(rows, padded[..., dx : dx + width])
+        result = rows[..., 0:height, :]
+        for dy in range(1, kh):
+            result = pick(result, rows[..., dy : dy + height, :])
+        return result
+    found: torch.Tensor | None = None
     for dy, dx in zip(*np.nonzero(mask), strict=True):
-        shifted = padded[:, :, dy : dy + height, dx : dx + width]
-        if result is None:
-            result = shifted
-        elif op == "max":
-            result = torch.maximum(result, shifted)
-        else:
-            result = torch.minimum(result, shifted)
-    assert result is not None  # a structuring element always has its anchor set
-    return result
+        shifted = padded[..., dy : dy + height, dx : dx + width]
+        found = shifted if found is None else pick(found, shifted)
+    assert found is not None  # the element is not empty
+    return found
