@@ -27,7 +27,7 @@ import seaborn as sns
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from torch import nn
 
 from img2img.devices import DeviceLike, resolve_device
@@ -38,9 +38,11 @@ __all__ = [
     "plot_kernel_comparison",
     "plot_kernels",
     "plot_losses",
+    "preview_filter",
     "preview_filtered_dataset",
     "preview_predictions",
     "save_figure",
+    "wrap_title",
 ]
 
 #: Resolution of saved figures.
@@ -121,6 +123,61 @@ def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
     return fig
 
 
+def wrap_title(text: str, width: int) -> str:
+    """Break a long title into lines of at most about ``width`` characters.
+
+    Filter specs are broken after ``|`` between stages, then after ``,``
+    between parameters, so a canonical spec stays readable inside the figure.
+
+    Args:
+        text: The title.
+        width: The longest line wanted, in characters.
+
+    Returns:
+        The title with newlines inserted (unchanged when it is short enough).
+    """
+    lines = []
+    for line in text.split("\n"):
+        lines.extend(_wrap_line(line, max(8, width)))
+    return "\n".join(lines)
+
+
+def _wrap_line(line: str, width: int) -> list[str]:
+    if len(line) <= width:
+        return [line]
+    pieces: list[str] = []
+    for stage in _split_after(line, "|"):
+        pieces.extend(_split_after(stage, ",") if len(stage) > width else [stage])
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return lines
+
+
+def _split_after(text: str, separator: str) -> list[str]:
+    """``"a|b|c"`` -> ``["a|", "b|", "c"]``."""
+    parts = text.split(separator)
+    return [part + separator for part in parts[:-1]] + [parts[-1]]
+
+
+def _title_width(fig: Figure) -> int:
+    """About how many characters of a figure title fit on one line."""
+    return int(fig.get_figwidth() * 8)
+
+
+def _compact_ticks(colorbar: Any) -> None:
+    """A colour bar's ticks as short numbers (``2e-07``), without an offset text.
+
+    Matplotlib writes the common exponent of tiny values as a separate offset
+    text at the end of the bar, where it collides with the bar's label.
+    """
+    colorbar.locator = MaxNLocator(nbins=4)
+    colorbar.formatter = FuncFormatter(lambda value, _: f"{value:.2g}" if value else "0")
+    colorbar.update_ticks()
+
+
 def _check_count(value: Any, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{argument} must be a positive integer; got {value!r}")
@@ -182,10 +239,12 @@ def plot_losses(
     with _styled("whitegrid"):
         fig = _new_figure(7.0, 4.2)
         ax = fig.add_subplot()
-        ax.plot(np.arange(1, len(train) + 1), train, marker="o", markersize=3, label="training")
+        epochs_shown = max(len(train), len(val))
+        size = 3 if epochs_shown > 1 else 8  # one epoch (an exact fit): a single point
+        ax.plot(np.arange(1, len(train) + 1), train, marker="o", markersize=size, label="training")
         if val.size:
             epochs = np.arange(1, len(val) + 1)
-            ax.plot(epochs, val, marker="o", markersize=3, label="validation")
+            ax.plot(epochs, val, marker="o", markersize=size, label="validation")
             if np.isfinite(val).any():
                 best = int(np.nanargmin(np.where(np.isfinite(val), val, np.nan)))
                 ax.scatter(
@@ -200,6 +259,8 @@ def plot_losses(
         if log_scale:
             ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs_shown == 1:
+            ax.set_xlim(0.5, 1.5)
         ax.set_xlabel("Epoch")
         ax.set_ylabel("L1 loss (mean absolute error)")
         ax.set_title(title or "Training and validation loss")
@@ -400,7 +461,7 @@ def preview_predictions(
                 label=f"Output and target: {scale.label}",
             )
         error_label = "absolute error" + (",\nmean over channels" if scale.channels > 1 else "")
-        fig.colorbar(
+        error_bar = fig.colorbar(
             error_image,
             ax=list(axes[:, 3]),
             location="bottom",
@@ -408,12 +469,13 @@ def preview_predictions(
             aspect=15,
             label=error_label,
         )
+        _compact_ticks(error_bar)
         heading = "Predictions"
         if arch:
             heading += f" of '{arch}'"
         if spec:
             heading += f" on '{spec}'"
-        fig.suptitle(heading)
+        fig.suptitle(wrap_title(heading, _title_width(fig)))
         return _finish(fig, path)
 
 
@@ -464,8 +526,38 @@ def preview_filtered_dataset(
                 aspect=30,
                 label=f"Target: {scale.label}",
             )
-        fig.suptitle(f"Filter: {spec}" if spec else "Inputs and targets")
+        heading = f"Filter: {spec}" if spec else "Inputs and targets"
+        fig.suptitle(wrap_title(heading, _title_width(fig)))
         return _finish(fig, path)
+
+
+def preview_filter(
+    filter: Any, image: Any, path: str | os.PathLike[str] | None = None
+) -> Figure:
+    """What a filter does to one photo, at full size: the photo above its filtered version.
+
+    Args:
+        filter: A filter spec or :class:`~img2img.filters.Filter`.
+        image: A path to an image, or a uint8 array ``(H, W, 3)`` RGB.
+        path: Where to save the figure as PNG (``None``: do not save).
+
+    Returns:
+        The figure (see :func:`preview_filtered_dataset`).
+    """
+    from img2img.data import FilteredDataset
+    from img2img.imageio import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        array = read_image(image)
+    else:
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(
+                "image must be a path or a uint8 array of shape (H, W, 3); got "
+                f"{array.dtype} {array.shape}"
+            )
+    dataset = FilteredDataset(np.ascontiguousarray(array.transpose(2, 0, 1)[None]), filter)
+    return preview_filtered_dataset(dataset, 1, path)
 
 
 # -- kernels -----------------------------------------------------------------------------------
@@ -691,7 +783,7 @@ def plot_kernel_comparison(
                 shrink=0.9,
                 label="difference",
             )
-        fig.suptitle(suptitle or "Learned versus true kernel")
+        fig.suptitle(wrap_title(suptitle or "Learned versus true kernel", _title_width(fig)))
         return _finish(fig, path)
 
 

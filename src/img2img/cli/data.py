@@ -31,12 +31,13 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """Handle ``img2img data info``."""
-    from img2img.data import cache_dir, find_tiny_imagenet
+    from img2img.data import cache_dir, find_tiny_imagenet, is_tiny_imagenet_layout
 
     print(f"cache folder     {cache_dir()}")
-    try:
-        print(f"tiny-imagenet    {find_tiny_imagenet()}")
-    except FileNotFoundError as error:
-        print(f"tiny-imagenet    not found ({error})")
+    root = find_tiny_imagenet()
+    if is_tiny_imagenet_layout(root):
+        print(f"tiny-imagenet    {root}")
+    else:
+        print(f"tiny-imagenet    not found at {root}; run `img2img data download tiny-imagenet`")
     print("samples          built in (scikit-image's photos)")
     return 0

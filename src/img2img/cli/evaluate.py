@@ -40,14 +40,15 @@ def run(args: argparse.Namespace) -> int:
     spec = args.filter or metadata.get("filter")
     if spec is None:
         raise ValueError("the model does not record its filter; pass --filter")
-    data = args.data or metadata.get("data") or "samples"
-    config = metadata.get("data_config") or {}
+    # The run's own validation split (same source, seed, fraction and limit), unless --data says otherwise.
+    config = {} if args.data else dict(metadata.get("data_config") or {})
     _, val = load_filtered_dataset(
-        data=data,
+        data=args.data or config.get("data") or metadata.get("data") or "samples",
         filter=spec,
         val_fraction=config.get("val_fraction", 0.2),
         seed=config.get("seed", 0),
         crop_size=config.get("crop_size", 64),
+        limit=config.get("limit"),
     )
     metrics = compute_metrics(model, val, device=args.device, max_images=args.limit)
     if args.json:
