@@ -9,12 +9,14 @@ from pathlib import Path
 # subprocesses (data workers, distributed ranks), spinning threads slow torch 10-50x.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MINI_ROOT = Path(os.environ.get("IMG2IMG_MINI_ROOT", ROOT.parent / "shared" / "data" / "tiny-imagenet-200-mini"))
+MINI_ROOT = Path(
+    os.environ.get("IMG2IMG_MINI_ROOT", ROOT.parent / "shared" / "data" / "tiny-imagenet-200-mini")
+)
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -23,7 +23,9 @@ def test_round_trip_every_architecture(tmp_path: Path, arch: str, suffix: str) -
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.01)
-    path = save_model(model, tmp_path / f"model{suffix}", filter="study-sobel", metrics={"psnr": 40.0})
+    path = save_model(
+        model, tmp_path / f"model{suffix}", filter="study-sobel", metrics={"psnr": 40.0}
+    )
     loaded = load_model(path)
     assert loaded.config == model.config
     assert loaded.metadata["filter"] == "study-sobel"
@@ -87,7 +89,9 @@ def _tamper(path: Path, tensors=None, metadata=None) -> None:
 
 
 def test_tampered_shapes_missing_keys_and_foreign_metadata_are_named(tmp_path: Path) -> None:
-    path = save_model(create_img2img_model(3, 1, "linear", kernel_size=5), tmp_path / "m.safetensors")
+    path = save_model(
+        create_img2img_model(3, 1, "linear", kernel_size=5), tmp_path / "m.safetensors"
+    )
 
     _tamper(path, tensors=lambda s: {**s, "layers.0.weight": torch.zeros(1, 3, 3, 3)})
     with pytest.raises(CheckpointError, match=r"'layers.0.weight' has shape \(1, 3, 3, 3\)"):
@@ -124,7 +128,7 @@ def test_files_that_are_not_checkpoints(tmp_path: Path) -> None:
     torch.save({"fc.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(CheckpointError, match="not the study's state dict"):
         load_model(other)
-    with pytest.raises(CheckpointError, match="expected a .safetensors"):
+    with pytest.raises(CheckpointError, match=r"expected a \.safetensors"):
         wrong = tmp_path / "model.onnx"
         wrong.write_bytes(b"x")
         load_model(wrong)

@@ -24,13 +24,23 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 def exact_run(tmp_path_factory) -> Path:
     """An `auto` run on the built-in photos: the exact fit of the study's Sobel."""
     out = tmp_path_factory.mktemp("runs") / "sobel-auto"
-    code = main(["train", "--filter", "study-sobel", "--limit", "200", "--out", str(out), "--no-progress"])
+    code = main(
+        ["train", "--filter", "study-sobel", "--limit", "200", "--out", str(out), "--no-progress"]
+    )
     assert code == 0
     return out
 
 
 def test_train_auto_writes_a_complete_run_folder(exact_run: Path) -> None:
-    for name in ("model.safetensors", "config.json", "history.csv", "metrics.json", "losses.png", "predictions.png", "kernels.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "history.csv",
+        "metrics.json",
+        "losses.png",
+        "predictions.png",
+        "kernels.png",
+    ):
         assert (exact_run / name).is_file(), name
     metrics = json.loads((exact_run / "metrics.json").read_text())
     assert metrics["arch"] == "linear"
@@ -49,7 +59,17 @@ def test_train_auto_writes_a_complete_run_folder(exact_run: Path) -> None:
 
 
 def test_train_prints_a_summary_and_refuses_to_overwrite(exact_run: Path, capsys) -> None:
-    code, out, err = run_cli(capsys, "train", "--filter", "study-sobel", "--limit", "50", "--out", str(exact_run), "--no-progress")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--filter",
+        "study-sobel",
+        "--limit",
+        "50",
+        "--out",
+        str(exact_run),
+        "--no-progress",
+    )
     assert code == 1
     assert err.count("\n") == 1 and "already holds a model" in err and "Traceback" not in err
 
@@ -57,7 +77,19 @@ def test_train_prints_a_summary_and_refuses_to_overwrite(exact_run: Path, capsys
 def test_train_gradient_run_with_the_study_network(tmp_path: Path, capsys) -> None:
     out = tmp_path / "study"
     code, stdout, _ = run_cli(
-        capsys, "train", "--arch", "study", "--epochs", "2", "--limit", "64", "--batch-size", "32", "--out", str(out), "--no-progress",
+        capsys,
+        "train",
+        "--arch",
+        "study",
+        "--epochs",
+        "2",
+        "--limit",
+        "64",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "--no-progress",
     )
     assert code == 0
     assert "validation PSNR" in stdout and "architecture" in stdout
@@ -98,7 +130,9 @@ def test_filter_preview_writes_a_figure(tmp_path: Path, capsys, large_photo) -> 
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), cv2.cvtColor(large_photo, cv2.COLOR_RGB2BGR))
     out = tmp_path / "preview.png"
-    code, stdout, _ = run_cli(capsys, "filters", "--preview", str(photo), "--filter", "magnitude", "-o", str(out))
+    code, stdout, _ = run_cli(
+        capsys, "filters", "--preview", str(photo), "--filter", "magnitude", "-o", str(out)
+    )
     assert code == 0 and out.stat().st_size > 1000 and "magnitude" in stdout
 
 
@@ -134,7 +168,10 @@ def test_help_everywhere() -> None:
 
     for command in ("train", "apply", "eval", "filters", "archs", "data", "demo"):
         result = subprocess.run(
-            [sys.executable, "-m", "img2img", command, "--help"], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "img2img", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, (command, result.stderr)
         assert "usage: img2img" in result.stdout

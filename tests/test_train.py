@@ -76,7 +76,7 @@ class Frozen(nn.Module):
 def test_early_stopping_stops_when_validation_does_not_improve(datasets) -> None:
     train, val = datasets
     model = Frozen()
-    train_losses, val_losses = train_model(
+    _, val_losses = train_model(
         model, train, val, max_epochs=50, early_stopping_patience=3, progress=False
     )
     assert len(val_losses) == 4  # the first epoch, then three without improvement
@@ -116,7 +116,9 @@ def test_batched_and_dataloader_paths_give_the_same_losses(datasets) -> None:
         torch.manual_seed(3)
         model = create_img2img_model(3, 1, "study")
         results.append(
-            train_model(model, train_set, val_set, max_epochs=3, batch_size=4, seed=7, progress=False)
+            train_model(
+                model, train_set, val_set, max_epochs=3, batch_size=4, seed=7, progress=False
+            )
         )
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
@@ -138,12 +140,16 @@ class ExplodesAt(nn.Module):
         return out * math.nan if self.training and self.calls >= self.step else out
 
 
-def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state(datasets, tmp_path) -> None:
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_state(
+    datasets, tmp_path
+) -> None:
     train, val = datasets
     model = ExplodesAt(step=5)  # 3 steps per epoch: epoch 2, step 2
     state = tmp_path / "state.pt"
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 2"):
-        train_model(model, train, val, max_epochs=5, batch_size=4, state_path=str(state), progress=False)
+        train_model(
+            model, train, val, max_epochs=5, batch_size=4, state_path=str(state), progress=False
+        )
     saved = torch.load(state, weights_only=True)
     assert '"epoch": 1' in saved["progress"]
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
@@ -192,11 +198,21 @@ def test_resume_refuses_another_architecture(datasets, tmp_path) -> None:
     train, val = datasets
     state = tmp_path / "state.pt"
     train_model(
-        create_img2img_model(3, 1, "study"), train, val, max_epochs=1, state_path=str(state), progress=False
+        create_img2img_model(3, 1, "study"),
+        train,
+        val,
+        max_epochs=1,
+        state_path=str(state),
+        progress=False,
     )
     with pytest.raises(ValueError, match="arch differs"):
         train_model(
-            create_img2img_model(3, 1, "linear"), train, val, max_epochs=2, resume=str(state), progress=False
+            create_img2img_model(3, 1, "linear"),
+            train,
+            val,
+            max_epochs=2,
+            resume=str(state),
+            progress=False,
         )
 
 
