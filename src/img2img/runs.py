@@ -279,6 +279,9 @@ def train_run(
         folder.write_json(METRICS_FILE, metrics)
         if figures:
             _draw_figures(folder, network, val_set, filter, train_losses, val_losses, str(device))
+            from img2img.report import write_run_report
+
+            write_run_report(folder.path)
         log(format_summary(folder.path, metrics))
         return RunResult(folder.path, network, train_losses, val_losses, metrics)
 

@@ -167,15 +167,26 @@ def _title_width(fig: Figure) -> int:
     return int(fig.get_figwidth() * 8)
 
 
-def _compact_ticks(colorbar: Any) -> None:
-    """A colour bar's ticks as short numbers (``2e-07``), without an offset text.
+def _compact_ticks(colorbar: Any, largest: float, label: str) -> None:
+    """Few short tick labels on a narrow colour bar; a power of ten moves into its label.
 
     Matplotlib writes the common exponent of tiny values as a separate offset
-    text at the end of the bar, where it collides with the bar's label.
+    text at the end of the bar, where it collides with the bar's label; here
+    ticks read ``0, 1, 2`` and the label ends with ``(×10⁻⁷)`` instead.
+
+    Args:
+        colorbar: The colour bar.
+        largest: The top of its scale.
+        label: Its label, without the power of ten.
     """
-    colorbar.locator = MaxNLocator(nbins=4)
-    colorbar.formatter = FuncFormatter(lambda value, _: f"{value:.2g}" if value else "0")
+    exponent = 0
+    if np.isfinite(largest) and largest > 0 and not 1e-2 <= largest < 1e4:
+        exponent = int(np.floor(np.log10(largest)))
+    factor = 10.0**exponent
+    colorbar.locator = MaxNLocator(nbins=3)
+    colorbar.formatter = FuncFormatter(lambda value, _: f"{value / factor:.3g}")
     colorbar.update_ticks()
+    colorbar.set_label(f"{label} ($\\times 10^{{{exponent}}}$)" if exponent else label)
 
 
 def _check_count(value: Any, argument: str) -> int:
@@ -261,6 +272,7 @@ def plot_losses(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if epochs_shown == 1:
             ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
         ax.set_xlabel("Epoch")
         ax.set_ylabel("L1 loss (mean absolute error)")
         ax.set_title(title or "Training and validation loss")
@@ -469,7 +481,7 @@ def preview_predictions(
             aspect=15,
             label=error_label,
         )
-        _compact_ticks(error_bar)
+        _compact_ticks(error_bar, error_max, error_label)
         heading = "Predictions"
         if arch:
             heading += f" of '{arch}'"
@@ -531,9 +543,7 @@ def preview_filtered_dataset(
         return _finish(fig, path)
 
 
-def preview_filter(
-    filter: Any, image: Any, path: str | os.PathLike[str] | None = None
-) -> Figure:
+def preview_filter(filter: Any, image: Any, path: str | os.PathLike[str] | None = None) -> Figure:
     """What a filter does to one photo, at full size: the photo above its filtered version.
 
     Args:

@@ -20,6 +20,7 @@ COMMANDS = (
     "img2img.cli.listing",
     "img2img.cli.data",
     "img2img.cli.demo",
+    "img2img.cli.report",
 )
 
 
