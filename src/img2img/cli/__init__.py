@@ -16,6 +16,7 @@ __all__ = ["main"]
 COMMANDS = (
     "img2img.cli.train",
     "img2img.cli.apply",
+    "img2img.cli.export",
     "img2img.cli.evaluate",
     "img2img.cli.listing",
     "img2img.cli.data",

@@ -1,0 +1,138 @@
+"""ONNX and TorchScript exports: dynamic sizes, equal to PyTorch, for every architecture."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from img2img.checkpoint import save_model
+from img2img.cli import main
+from img2img.export import (
+    MissingDependencyError,
+    check_onnx,
+    export_model,
+    export_onnx,
+    export_torchscript,
+    min_input_size,
+)
+from img2img.models import create_img2img_model, list_archs
+
+ARCHS = [entry.name for entry in list_archs()]
+SIZES = [(2, 40, 57), (1, 71, 64)]
+
+
+def _model(arch: str, border: str | None) -> torch.nn.Module:
+    options = {} if border is None else {"border": border}
+    model = create_img2img_model(3, 2, arch, **options)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.rand(module.num_features, generator=generator) / 5)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return model.eval()
+
+
+def _expected(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(batch).numpy()
+
+
+@pytest.mark.parametrize("border", [None, "wrap", "reflect"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_onnx_equals_pytorch(arch: str, border: str | None, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime
+
+    model = _model(arch, border)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    assert metadata == {"min_input_size": str(min_input_size(model)), "arch": arch}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in SIZES:
+        batch = torch.rand(*shape[:1], 3, *shape[1:])
+        (output,) = session.run(None, {"image": batch.numpy()})
+        expected = _expected(model, batch)
+        assert output.shape == expected.shape
+        np.testing.assert_allclose(output, expected, rtol=0, atol=1e-5)
+    assert check_onnx(model, path) <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_torchscript_equals_pytorch(arch: str, tmp_path: Path) -> None:
+    model = _model(arch, None)
+    loaded = torch.jit.load(str(export_torchscript(model, tmp_path / "model.pt")))
+    for shape in SIZES:
+        batch = torch.rand(*shape[:1], 3, *shape[1:])
+        with torch.no_grad():
+            output = loaded(batch).numpy()
+        np.testing.assert_allclose(output, _expected(model, batch), rtol=0, atol=1e-5)
+
+
+def test_smallest_input(tmp_path: Path) -> None:
+    model = _model("can", None)
+    size = min_input_size(model)
+    assert size == 17  # receptive field 33
+    loaded = torch.jit.load(str(export_torchscript(model, tmp_path / "model.pt")))
+    batch = torch.rand(1, 3, size, size + 3)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(batch).numpy(), _expected(model, batch), atol=1e-5)
+    assert min_input_size(_model("linear", None)) == 3
+    assert min_input_size(_model("study", None)) == 4
+
+
+def test_missing_onnx_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    model = _model("linear", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'img2img\[export\]'"):
+        export_onnx(model, tmp_path / "model.onnx")
+    with pytest.raises(ImportError, match="'onnx'"):
+        export_model(model, tmp_path / "model.onnx", "onnx")
+    save_model(model, tmp_path / "model.safetensors")
+    code = main(["export", str(tmp_path / "model.safetensors"), "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "img2img[export]" in err
+
+
+def test_missing_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model("linear", None)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingDependencyError, match=r"'onnxruntime'.*img2img\[export\]"):
+        check_onnx(model, path)
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    model = _model("linear", None)
+    with pytest.raises(ValueError, match="format must be one of"):
+        export_model(model, tmp_path / "m.x", "tflite")
+    with pytest.raises(ValueError, match="opset must be an integer >= 11; got 9"):
+        export_onnx(model, tmp_path / "m.onnx", opset=9)
+    with pytest.raises(ValueError, match="opset applies to ONNX only"):
+        export_model(model, tmp_path / "m.pt", "torchscript", opset=17)
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        export_torchscript("model", tmp_path / "m.pt")
+
+
+def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = _model("can", None)
+    save_model(model, tmp_path / "run" / "model.safetensors", filter="study-sobel")
+    out = tmp_path / "can.onnx"
+    assert main(["export", str(tmp_path / "run"), "-o", str(out), "--opset", "18"]) == 0
+    line = capsys.readouterr().out
+    assert str(out) in line and "at least 17x17" in line and "ONNX Runtime matches" in line
+    script = tmp_path / "can.pt"
+    assert (
+        main(["export", str(tmp_path / "run"), "--format", "torchscript", "-o", str(script)]) == 0
+    )
+    assert torch.jit.load(str(script))(torch.rand(1, 3, 20, 30)).shape == (1, 2, 20, 30)
