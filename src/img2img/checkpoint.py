@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,10 @@ STUDY_KEYS = (
     "conv3.weight",
     "conv3.bias",
 )
+
+
+#: The dtypes a checkpoint may store floating-point weights in (converted on loading).
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class CheckpointError(ValueError):
@@ -152,19 +160,56 @@ def safe_torch_load(path: str | Path) -> Any:
             plain containers (it is refused, nothing in it runs) or is not a torch file.
     """
     path = Path(path)
+    _refuse_compressed_records(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
             f"checkpoint {str(path)!r} was refused: it contains pickled objects other than "
-            f"tensors, which img2img never loads ({first_line})"
+            f"tensors, which img2img never loads ({_unpickling_reason(error)})"
         ) from None
     except Exception as error:  # any failure to parse an untrusted file means "not a checkpoint"
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a readable PyTorch file ({type(error).__name__}: "
             f"{str(error).strip().splitlines()[0] if str(error).strip() else 'empty'})"
         ) from None
+
+
+def _refuse_compressed_records(path: Path) -> None:
+    """Refuse a zip-format torch file with compressed records: they could inflate to any size.
+
+    ``torch.save`` stores every record uncompressed, so a genuine file never holds more
+    than its own size; PyTorch's reader would inflate a deflated one in memory.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format, or not a torch file: torch.load says which
+        with zipfile.ZipFile(path) as archive:
+            packed = [
+                i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED
+            ]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # a damaged archive: torch.load reports it
+    if packed:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was refused: its record {packed[0]!r} is compressed, which "
+            "torch.save never does (compressed records can inflate to any size)"
+        )
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` refused, on one line, without terminal escape codes.
+
+    PyTorch's message starts with advice to load the file unsafely; the line that names
+    the refused object (``Unsupported global: GLOBAL builtins.eval ...``) is the useful one.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1]
+            return " ".join(reason.split(". Please use")[0].split())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -245,6 +290,11 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         )
     if metadata is None:
         metadata = _study_metadata(path, state)
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its img2img metadata must be a JSON object; "
+            f"got {type(metadata).__name__}"
+        )
     return state, metadata
 
 
@@ -270,6 +320,31 @@ def _study_metadata(path: Path, state: Mapping[str, torch.Tensor]) -> dict[str, 
     }
 
 
+class _TooManyParametersError(Exception):
+    """Raised inside a model's construction that goes past its parameter budget."""
+
+
+@contextmanager
+def _parameter_budget(budget: int) -> Iterator[None]:
+    """Stop a construction in this thread past ``budget`` parameters (:class:`_TooManyParametersError`)."""
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    thread, count = threading.get_ident(), 0
+
+    def hook(module: nn.Module, name: str, parameter: torch.Tensor) -> None:
+        nonlocal count
+        if threading.get_ident() == thread:
+            count += 1
+            if count > budget:
+                raise _TooManyParametersError
+
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a saved model, in eval mode, with its metadata in ``model.metadata``.
 
@@ -292,16 +367,38 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
     for key in ("arch", "in_channels", "out_channels"):
         if key not in metadata:
             raise CheckpointError(f"checkpoint {str(path)!r}: metadata lacks {key!r}")
+    for key in ("in_channels", "out_channels"):
+        value = metadata[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: metadata {key!r} must be a positive integer; "
+                f"got {value!r}"
+            )
     options = metadata.get("options") or {}
     if not isinstance(options, Mapping):
         raise CheckpointError(f"checkpoint {str(path)!r}: metadata 'options' must be a mapping")
+
+    def build() -> nn.Module:
+        try:
+            return create_img2img_model(
+                metadata["in_channels"], metadata["out_channels"], metadata["arch"], **options
+            )
+        except (ValueError, TypeError, OverflowError) as error:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {error}") from None
+
+    # The shapes are checked on a model without memory first ("meta" tensors), whose
+    # construction stops once it has more parameters than the file has tensors: metadata
+    # that asks for a huge or very deep network is refused before it costs memory or time.
+    budget = 2 * len(state) + 16
     try:
-        model = create_img2img_model(
-            int(metadata["in_channels"]), int(metadata["out_channels"]), metadata["arch"], **options
-        )
-    except (ValueError, TypeError) as error:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {error}") from None
-    expected = model.state_dict()
+        with torch.device("meta"), _parameter_budget(budget):
+            expected = build().state_dict()
+    except _TooManyParametersError:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its metadata describes a network of more than {budget} "
+            f"parameter tensors (architecture {metadata['arch']!r}, options {dict(options)}), "
+            f"but the file holds {len(state)} tensors"
+        ) from None
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -315,8 +412,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Mo
                 f"checkpoint {str(path)!r}: {key!r} has shape {tuple(state[key].shape)}, "
                 f"architecture {metadata['arch']!r} expects {tuple(tensor.shape)}"
             )
+        if tensor.is_floating_point() and state[key].dtype not in _FLOAT_DTYPES:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r}: {key!r} has dtype {state[key].dtype}, "
+                "expected a floating-point tensor (float16, bfloat16, float32 or float64)"
+            )
         if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
             raise CheckpointError(f"checkpoint {str(path)!r}: {key!r} contains NaN or Inf")
+    model = build()
     model.load_state_dict(state)
     model.metadata = metadata
     return model.to(device).eval()

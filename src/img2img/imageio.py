@@ -15,8 +15,10 @@ import io
 import os
 import struct
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -127,8 +129,8 @@ def read_image(
     Args:
         path: The file.
         max_pixels: The largest image accepted, in pixels (default :data:`MAX_PIXELS`,
-            or ``$IMG2IMG_MAX_PIXELS``). Pillow's own hard limit (twice its
-            ``Image.MAX_IMAGE_PIXELS``) still applies above it.
+            or ``$IMG2IMG_MAX_PIXELS``); it also lifts Pillow's own bound (twice
+            ``Image.MAX_IMAGE_PIXELS``) while the header is read.
         keep_16bit: Return 16-bit files as uint16 instead of converting them to uint8.
 
     Returns:
@@ -160,19 +162,48 @@ def read_image(
         except Exception as error:
             raise _fail(path, f"the file is truncated or corrupt ({error})") from None
         if image.format == "PNG":
-            _verify_png(path, file)
+            _verify_png(path, file, limit)
         if sixteen:
             file.seek(0)
             return _decode_16bit(path, file.read(), image, keep_16bit)
         return _to_rgb8(path, image)
 
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _pillow_allows(limit: int) -> Iterator[None]:
+    """Let Pillow open headers of up to ``limit`` pixels, so that ``limit`` is the one in force.
+
+    Pillow refuses images of more than twice ``Image.MAX_IMAGE_PIXELS`` (178,956,970
+    pixels by default: :data:`MAX_PIXELS`) on its own; a larger ``limit`` raises that
+    bound while the header is read, then restores it.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None or 2 * current >= limit:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = -(-limit // 2)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open_checked(path: Path, file: BinaryIO, limit: int) -> Image.Image:
     """Open lazily and check the header: a known format, positive sides, at most ``limit`` pixels."""
     try:
-        image = Image.open(file)
+        with _pillow_allows(limit):
+            image = Image.open(file)
     except Image.DecompressionBombError as error:
-        raise _fail(path, f"the image is too large to decode safely ({error})") from None
+        raise _fail(
+            path,
+            f"the image is too large to decode safely: more than the limit of {limit:,} pixels "
+            f"(max_pixels or IMG2IMG_MAX_PIXELS raise it; {error})",
+        ) from None
     except UnidentifiedImageError:
         raise _fail(path, _unidentified_reason(file)) from None
     except Exception as error:
@@ -200,11 +231,13 @@ def _unidentified_reason(file: BinaryIO) -> str:
     return "not a recognised image format"
 
 
-def _verify_png(path: Path, file: BinaryIO) -> None:
+def _verify_png(path: Path, file: BinaryIO, limit: int) -> None:
     """Check every PNG chunk's CRC and the final IEND chunk (Pillow's ``verify``)."""
     try:
         file.seek(0)
-        Image.open(file).verify()
+        with _pillow_allows(limit):
+            image = Image.open(file)
+        image.verify()
     except Exception as error:
         raise _fail(path, f"the file is truncated or corrupt ({error})") from None
 

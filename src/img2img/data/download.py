@@ -369,11 +369,15 @@ def _extract_members(
             raise UnsafeArchiveError(
                 f"archive {str(archive)!r}: member {info.filename!r} escapes the folder"
             )
-        if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         what = f"archive {str(archive)!r} (member {info.filename!r})"
+        try:
+            (target if info.is_dir() else target.parent).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file member where a folder must go
+            raise UnsafeArchiveError(
+                f"{what} needs a folder where another member is a file"
+            ) from None
+        if info.is_dir():
+            continue
         try:
             with zf.open(info) as source, open(target, "xb") as output:
                 written += _copy_limited(source, output, limit - written, what)
@@ -431,10 +435,17 @@ def download_tiny_imagenet(
     root.parent.mkdir(parents=True, exist_ok=True)
     archive = root.parent / (Path(url.split("?")[0]).name or f"{TINY_IMAGENET_DIRNAME}.zip")
     download_file(url, archive, md5, progress=progress)
-    with zipfile.ZipFile(archive) as zf:
-        tops = {
-            info.filename.replace("\\", "/").lstrip("/").split("/")[0] for info in zf.infolist()
-        }
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            tops = {
+                info.filename.replace("\\", "/").lstrip("/").split("/")[0] for info in zf.infolist()
+            }
+    except zipfile.BadZipFile as error:  # not an archive at all (an error page, say)
+        archive.unlink(missing_ok=True)  # else it would be taken as downloaded next time
+        raise ValueError(
+            f"archive {str(archive)!r} downloaded from {url} is not a valid zip file ({error}); "
+            "it was removed, try again"
+        ) from None
     if len(tops) != 1:
         raise RuntimeError(
             f"archive {str(archive)!r} should hold one folder; it holds {sorted(tops)}"

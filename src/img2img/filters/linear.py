@@ -334,6 +334,9 @@ class Random(Stage):
         _check_odd_ksize(self)
         if self.values["seed"] < 0:
             self.fail("seed", "an integer >= 0", self.values["seed"])
+        if self.values["distribution"] == "normal" and self.values["ksize"] == 1:
+            # One entry minus its mean is 0: the normalised kernel would be 0 / 0 (NaN).
+            self.fail("ksize", "at least 3 with distribution=normal", self.values["ksize"])
 
     def kernel2d(self) -> np.ndarray:
         v = self.values
