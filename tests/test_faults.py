@@ -203,12 +203,6 @@ def test_a_compressed_torch_file_is_refused_before_it_inflates(tmp_path: Path, m
     load_model(genuine)  # torch.save's own files are stored uncompressed, and load
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a checkpoint's metadata filter spec may name a local file (kernel:path=...): "
-    "`img2img apply` (model_output_range) and `img2img eval` read it, and the error echoes its "
-    "first word; metadata from an untrusted file should not make img2img open local files",
-)
 def test_a_checkpoint_filter_spec_does_not_make_img2img_read_local_files(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
@@ -804,11 +798,6 @@ def test_cli_training_that_diverges_is_one_line_and_keeps_the_files_before(
     assert not _temporary_files(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`img2img train --lr inf` is accepted (positive_float and TrainConfig check `> 0` only) "
-    "and training then fails with a NaN loss instead of a usage error naming --lr",
-)
 def test_cli_refuses_an_infinite_learning_rate(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as excinfo:
         main(_cli_train(tmp_path / "run", "--epochs", "1", "--lr", "inf"))

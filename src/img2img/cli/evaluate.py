@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from img2img.checkpoint import load_model
     from img2img.cli.apply import resolve_model_path
     from img2img.data import load_filtered_dataset
+    from img2img.filters import create_filter
     from img2img.metrics import compute_metrics
 
     model = load_model(resolve_model_path(args.model))
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     spec = args.filter or metadata.get("filter")
     if spec is None:
         raise ValueError("the model does not record its filter; pass --filter")
+    if args.filter is None:
+        create_filter(spec, allow_files=False)  # a recorded filter may not read local files
     # The run's own validation split (same source, seed, fraction and limit), unless --data says otherwise.
     config = {} if args.data else dict(metadata.get("data_config") or {})
     _, val = load_filtered_dataset(

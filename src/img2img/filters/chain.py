@@ -260,24 +260,35 @@ def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return composed.transpose(0, 1).contiguous()
 
 
-def create_filter(spec: str | Filter) -> Filter:
+def create_filter(spec: str | Filter, *, allow_files: bool = True) -> Filter:
     """Build a :class:`Filter` from a spec string.
 
     Args:
         spec: ``name`` or ``name:key=value,...``, stages chained with ``|``
             (e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``). A :class:`Filter`
             is returned unchanged.
+        allow_files: Whether the spec may read a file (``kernel:path=...``). Specs
+            that come from checkpoints or run folders are built with ``False``:
+            what img2img records is always self-contained (kernels inline).
 
     Returns:
         The filter.
 
     Raises:
         ValueError: For an unknown filter or parameter or a value out of range,
-            naming the spec, the parameter, the allowed values and the value given.
+            naming the spec, the parameter, the allowed values and the value given;
+            for a spec that reads a file when ``allow_files`` is false.
     """
     if isinstance(spec, Filter):
         return spec
     parsed = parse_spec(spec)
+    if not allow_files:
+        for name, values, _ in parsed:
+            if "path" in values:
+                raise ValueError(
+                    f"filter {spec!r}: stage {name!r} reads a file (path=), which a recorded "
+                    "filter may not do; recorded kernels are written inline (rows=)"
+                )
     stages: list[Stage] = []
     for name, values, text in parsed:
         entry = get_entry(name, spec)

@@ -42,7 +42,7 @@ def model_output_range(model: nn.Module) -> tuple[float, float] | None:
     from img2img.filters import create_filter
 
     spec = (getattr(model, "metadata", None) or {}).get("filter")
-    return create_filter(spec).output_range if spec else None
+    return create_filter(spec, allow_files=False).output_range if spec else None
 
 
 class Predictor:

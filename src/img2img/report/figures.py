@@ -121,7 +121,7 @@ class _Drawer:
         model = self.model()
         if not getattr(model, "is_linear", False):
             raise _CannotDrawError("the model is not linear, so it computes no single kernel")
-        return plot_kernels(model, create_filter(spec))
+        return plot_kernels(model, create_filter(spec, allow_files=False))
 
 
 class _CannotDrawError(Exception):

@@ -278,7 +278,7 @@ def _no_kernel_line(run: RunFiles) -> str | None:
     try:
         from img2img.filters import create_filter
 
-        linear = create_filter(spec).linear
+        linear = create_filter(spec, allow_files=False).linear
     except (ValueError, TypeError):
         return None
     if not linear:
