@@ -1,4 +1,8 @@
-"""train_model: the study's recipe, batch size, early stopping, best model, both data paths, resume."""
+"""train_model: the study's recipe, batch size, early stopping, best model, both data paths, resume.
+
+Also the pieces that make it fast (OpenCV convolutions, worker processes, memory maps,
+streamed crops) and the sharing of batches between processes.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
 from img2img.checkpoint import load_model, read_metadata
-from img2img.data import FilteredDataset
+from img2img.cpuconv import is_tiny_conv, tiny_conv2d, tiny_conv_mode
+from img2img.data import FilteredDataset, FolderCrops, folder_crops, to_float
 from img2img.models import create_img2img_model
 from img2img.train import TrainingDivergedError, train_model
 
@@ -240,3 +246,281 @@ def test_unknown_option_and_mismatched_channels(datasets) -> None:
         train_model(create_img2img_model(3, 3), train, val, max_epochs=1, progress=False)
     with pytest.raises(ValueError, match="save_path is required"):
         train_model(create_img2img_model(3, 1), train, val, save_best=True)
+
+
+# -- the OpenCV path for few-channel convolutions -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "out_channels", "kernel", "padding", "dilation", "size"),
+    [
+        (3, 1, 3, 1, 1, (13, 11)),  # the study's first layer
+        (1, 1, 3, 1, 1, (64, 64)),
+        (3, 3, 3, 1, 1, (8, 9)),
+        (2, 1, 5, 0, 1, (13, 11)),  # "valid", as after a reflect pad
+        (1, 2, 3, 2, 2, (13, 11)),  # dilated
+        (2, 2, 3, (1, 0), 1, (7, 6)),
+        (1, 1, 3, 1, 1, (2, 3)),  # smaller than the kernel
+    ],
+)
+def test_tiny_convolutions_match_pytorch(
+    in_channels, out_channels, kernel, padding, dilation, size
+) -> None:
+    torch.manual_seed(1)
+    for batch in (1, 37):  # 37: more than one block of photos, and a partial one
+        x = torch.rand(batch, in_channels, *size, requires_grad=True)
+        w = torch.randn(out_channels, in_channels, kernel, kernel, requires_grad=True)
+        b = torch.randn(out_channels, requires_grad=True)
+        with tiny_conv_mode():
+            out = F.conv2d(x, w, b, padding=padding, dilation=dilation)
+        assert out.grad_fn is not None and "TinyConv" in out.grad_fn.name()
+        expected = F.conv2d(x.double(), w.double(), b.double(), padding=padding, dilation=dilation)
+        torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5)
+        grad = torch.randn_like(out)
+        ours = torch.autograd.grad(out, (x, w, b), grad)
+        reference = torch.autograd.grad(expected, (x, w, b), grad.double())
+        for got, want in zip(ours, reference, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_convolutions_equal_opencv_per_photo_and_leave_others_alone() -> None:
+    import cv2
+
+    x, w, b = torch.rand(20, 1, 16, 12), torch.randn(1, 1, 3, 3), torch.randn(1)
+    out = tiny_conv2d(x, w, b, padding=1)
+    for i in range(20):  # bit for bit: each photo as cv2.filter2D computes it alone
+        expected = cv2.filter2D(
+            x[i, 0].numpy(), -1, w[0, 0].numpy(), delta=float(b), borderType=cv2.BORDER_CONSTANT
+        )
+        np.testing.assert_array_equal(out[i, 0].numpy(), expected)
+    wide = torch.randn(24, 24, 3, 3)
+    assert not is_tiny_conv(torch.rand(2, 24, 8, 8), wide, None, 1, 1, 1, 1)
+    assert not is_tiny_conv(x.double(), w.double(), None, 1, 1, 1, 1)
+    assert not is_tiny_conv(x, w, None, 2, 1, 1, 1)  # strided
+    assert not is_tiny_conv(x, w, None, 1, "same", 1, 1)
+    with tiny_conv_mode():
+        strided = F.conv2d(x, w, stride=2)  # not eligible: PyTorch's own
+    torch.testing.assert_close(strided, F.conv2d(x, w, stride=2))
+    with pytest.raises(ValueError, match="tiny_conv2d: expected"):
+        tiny_conv2d(x, wide[:, :1])
+
+
+def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatch) -> None:
+    import img2img.cpuconv as cpuconv
+
+    train, val = datasets
+    results = []
+    for pairs in (cpuconv.MAX_CHANNEL_PAIRS, 0):  # 0: every convolution is PyTorch's
+        monkeypatch.setattr(cpuconv, "MAX_CHANNEL_PAIRS", pairs)
+        torch.manual_seed(4)
+        model = create_img2img_model(3, 1, "study")
+        losses = train_model(model, train, val, max_epochs=3, batch_size=4, seed=2, progress=False)
+        results.append((losses, model.state_dict()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-4)
+    for key, value in results[0][1].items():
+        torch.testing.assert_close(value, results[1][1][key], rtol=1e-3, atol=1e-5)
+
+
+# -- data paths ------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_worker_processes_give_the_same_training(datasets, start) -> None:
+    import cv2
+
+    train, val = datasets
+    # OpenCV's thread pool has run and sleeps: a forked worker that touched it would hang.
+    cv2.GaussianBlur(np.zeros((1500, 1500), np.float32), (5, 5), 0)
+    results = []
+    for workers in (0, 1):
+        torch.manual_seed(3)
+        model = create_img2img_model(3, 1, "study")
+        losses = train_model(
+            model,
+            train,
+            val,
+            max_epochs=2,
+            batch_size=4,
+            seed=7,
+            progress=False,
+            num_workers=workers,
+            worker_start=start,
+        )
+        results.append((losses, model.state_dict()))
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        assert torch.equal(value, results[1][1][key]), key
+
+
+def test_memory_mapped_photos_stay_mapped_and_pickle_as_a_file(tmp_path) -> None:
+    import pickle
+
+    path = tmp_path / "photos.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 3, 16, 16), dtype=np.uint8))
+    mapped = np.load(path, mmap_mode="r")
+    dataset = FilteredDataset(mapped, "study-sobel", indices=np.arange(30))
+    assert isinstance(dataset.images, np.memmap)
+    copy = pickle.loads(pickle.dumps(dataset))  # what a spawned worker receives
+    assert isinstance(copy.images, np.memmap) and len(pickle.dumps(dataset)) < 4096
+    for ours, theirs in zip(dataset.batch([3, 29]), copy.batch([3, 29]), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_to_float_is_the_exact_division() -> None:
+    photos = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16).repeat(3, axis=1)
+    expected = torch.from_numpy(photos).float() / 255.0
+    assert torch.equal(to_float(photos), expected)
+    assert torch.equal(to_float(torch.from_numpy(photos)), expected)
+
+
+def test_folder_crops_stream_new_crops_each_epoch_and_train(tmp_path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = data.astronaut()
+    for index, (height, width) in enumerate([(80, 96), (120, 70), (64, 64), (200, 150)] * 3):
+        Image.fromarray(photo[index * 9 : index * 9 + height, :width]).save(folder / f"{index}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    train, val = folder_crops(folder, "study-sobel", crop_size=32, crops_per_image=2, seed=4)
+    assert len(train) + len(val) == 2 * 13 and train.image_size == (32, 32)
+    with pytest.warns(RuntimeWarning, match="broken.png") as record:
+        everything = FolderCrops(sorted(folder.iterdir()), "study-sobel", crop_size=32)
+        first = everything.uint8(np.arange(len(everything)))
+        everything.uint8(np.arange(len(everything)))  # reported once, not twice
+    assert sum("broken.png" in str(w.message) for w in record) == 1
+    assert first.shape == (13, 3, 32, 32)
+    train.set_epoch(1)
+    one = train.uint8(np.arange(len(train)))
+    train.set_epoch(2)
+    two = train.uint8(np.arange(len(train)))
+    train.set_epoch(1)
+    assert np.array_equal(one, train.uint8(np.arange(len(train))))  # (seed, epoch) decide
+    assert not np.array_equal(one, two)
+    val.set_epoch(5)
+    fixed = val.uint8(np.arange(len(val)))
+    val.set_epoch(6)
+    assert np.array_equal(fixed, val.uint8(np.arange(len(val))))
+    model = create_img2img_model(3, 1, "study")
+    train_losses, val_losses = train_model(
+        model, train, val, max_epochs=2, batch_size=8, progress=False
+    )
+    assert len(train_losses) == 2 and all(math.isfinite(v) for v in val_losses)
+
+
+# -- resume, budgets, options ----------------------------------------------------------------------
+
+
+def test_resume_names_what_differs(datasets, tmp_path) -> None:
+    _, val = datasets
+    photos = val.images
+    train = FilteredDataset(photos, "study-sobel", indices=np.arange(12), source="photos")
+    state = tmp_path / "state.pt"
+    options = dict(max_epochs=2, progress=False)
+    train_model(
+        create_img2img_model(3, 1, "study"),
+        train,
+        val,
+        state_path=str(state),
+        **options,
+        metadata={"data": "photos"},
+    )
+    fresh = lambda: create_img2img_model(3, 1, "study")  # noqa: E731
+    with pytest.raises(ValueError, match=r"resume: arch differs .*'study' there, 'linear' now"):
+        train_model(create_img2img_model(3, 1, "linear"), train, val, resume=str(state), **options)
+    with pytest.raises(ValueError, match=r"resume: filter differs .*there, 'sobel:dx=1,dy=0"):
+        train_model(fresh(), train.with_filter("sobel"), val, resume=str(state), **options)
+    other = FilteredDataset(photos, "study-sobel", indices=np.arange(12), source="elsewhere")
+    with pytest.raises(ValueError, match=r"resume: data differs .*'photos' there, 'elsewhere' now"):
+        train_model(fresh(), other, val, resume=str(state), **options)
+    smaller = FilteredDataset(photos, "study-sobel", indices=np.arange(10), source="photos")
+    with pytest.raises(
+        ValueError, match=r"resume: training data size differs .*\(12 there, 10 now\)"
+    ):
+        train_model(fresh(), smaller, val, resume=str(state), **options)
+    with pytest.raises(ValueError, match=r"resume: data differs .*'photos' there, 'web' now"):
+        train_model(fresh(), train, val, resume=str(state), metadata={"data": "web"}, **options)
+    with pytest.raises(ValueError, match="resume: batch_size differs"):
+        train_model(fresh(), train, val, resume=str(state), batch_size=3, **options)
+    train_model(fresh(), train, val, resume=str(state), **options)  # the same: accepted
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable training state"):
+        train_model(fresh(), train, val, resume=str(state), **options)
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        train_model(fresh(), train, val, resume=str(tmp_path / "absent.pt"), **options)
+
+
+def test_time_budget_stops_training(datasets) -> None:
+    train, val = datasets
+    model = create_img2img_model(3, 1, "study")
+    train_losses, _ = train_model(
+        model, train, val, max_epochs=50, batch_size=2, time_budget=1e-9, progress=False
+    )
+    assert len(train_losses) == 1
+    assert model.training_summary["stopped"].startswith("time budget")
+
+
+def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None:
+    train, val = datasets
+    compiled = []
+
+    def fake_compile(module, *args, **kwargs):
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = create_img2img_model(3, 1, "study")
+    with pytest.warns(UserWarning, match="CUDA only"):
+        train_model(
+            model,
+            train,
+            val,
+            max_epochs=1,
+            progress=False,
+            compile=True,
+            amp="bf16",
+            channels_last=True,
+        )
+    assert compiled == [model]
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="worker_start must be one of"):
+        train_model(model, train, val, worker_start="thread")
+    with pytest.raises(ValueError, match="time_budget must be a positive number"):
+        train_model(model, train, val, time_budget=0)
+
+
+def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -> None:
+    import img2img.train as training
+
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(training, "_world", lambda rank=rank: (rank, 3))
+        steps = training._plan(23, 8, seed=0, epoch=1, shuffle=True)
+        assert len(steps) == 3  # the same number of steps on every process
+        seen.append(steps)
+    for step in range(3):
+        shares = [seen[rank][step] for rank in range(3)]
+        counted = np.concatenate([s.positions for s in shares if s.count])
+        batch = 8 if step < 2 else 7
+        assert sorted(counted.tolist()) == sorted(set(counted.tolist())) and len(counted) == batch
+        # averaging the processes' scaled means gives the mean over the whole batch
+        assert sum(s.scale * s.count / max(s.count, 1) for s in shares) == pytest.approx(3.0)
+    monkeypatch.setattr(training, "_world", lambda: (2, 3))
+    last = training._plan(7, 3, 0, 1, True)[-1]  # 1 item for 3 processes: rank 2 has none
+    assert last.count == 0 and last.scale == 0.0 and len(last.positions) == 1
+
+
+def test_the_fused_l1_loss_equals_pytorchs() -> None:
+    from img2img.train import LOSSES
+
+    outputs = torch.randn(6, 1, 9, 7, requires_grad=True)
+    targets = torch.randn(6, 1, 9, 7)
+    targets[0, 0, 0, 0] = outputs[0, 0, 0, 0].detach()  # a zero difference: gradient 0
+    ours = LOSSES["l1"](outputs, targets)
+    (grad,) = torch.autograd.grad(ours * 3.0, outputs)
+    expected = F.l1_loss(outputs, targets)
+    (expected_grad,) = torch.autograd.grad(expected * 3.0, outputs)
+    assert ours.item() == expected.item()
+    assert torch.equal(grad, expected_grad) and grad[0, 0, 0, 0] == 0

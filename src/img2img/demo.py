@@ -81,7 +81,7 @@ def format_demo_table(results: dict[str, RunResult]) -> str:
     for name, result in results.items():
         m = result.metrics
         lines.append(
-            f"| {name} | {m['filter'].split('|')[0] if m.get('filter') else ''} | {m.get('arch')} | "
+            f"| {name} | {m.get('filter_spec', '')} | {m.get('arch')} | "
             f"{m.get('parameters')} | {m.get('l1', float('nan')):.3e} | {m.get('psnr', float('nan')):.2f} | "
             f"{m.get('ssim', float('nan')):.5f} | {m.get('seconds', 0):.1f} |"
         )

@@ -36,7 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--epochs", type=positive_int, default=100, help="maximum epochs (default 100)"
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, default=128, help="images per step (default 128)"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="images per step (default 128; auto may choose)",
     )
     parser.add_argument(
         "--lr",
@@ -80,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     parser.add_argument("--amp", choices=("bf16",), default=None, help="mixed precision (CUDA)")
     parser.add_argument(
-        "--channels-last", action="store_true", help="channels_last memory format (CUDA)"
+        "--channels-last",
+        action="store_true",
+        help="channels_last memory format (CUDA; on the CPU it speeds up wide networks such as can)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -97,12 +102,12 @@ def default_run_name(filter_spec: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img train``."""
+    from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 
     out = args.resume or args.out or default_run_name(args.filter)
     train = {
         "max_epochs": args.epochs,
-        "batch_size": args.batch_size,
         "early_stopping_patience": args.patience,
         "seed": args.seed,
         "num_workers": args.workers,
@@ -117,21 +122,26 @@ def run(args: argparse.Namespace) -> int:
         train["learning_rate"] = args.lr
     if args.loss is not None:
         train["loss"] = args.loss
-    train_run(
-        out,
-        DataConfig(
-            data=args.data,
-            filter=args.filter,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            crop_size=args.crop_size,
-            limit=args.limit,
-            download=args.download,
-        ),
-        ModelConfig(arch=args.arch, options=parse_options(args.option)),
-        train,
-        resume=args.resume is not None,
-        overwrite=args.overwrite,
-        figures=not args.no_figures,
-    )
+    if args.batch_size is not None:
+        train["batch_size"] = args.batch_size
+    try:
+        train_run(
+            out,
+            DataConfig(
+                data=args.data,
+                filter=args.filter,
+                val_fraction=args.val_fraction,
+                seed=args.seed,
+                crop_size=args.crop_size,
+                limit=args.limit,
+                download=args.download,
+            ),
+            ModelConfig(arch=args.arch, options=parse_options(args.option)),
+            train,
+            resume=args.resume is not None,
+            overwrite=args.overwrite,
+            figures=not args.no_figures,
+        )
+    finally:
+        cleanup_distributed()  # under torchrun: leave the process group
     return 0

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from img2img.data.paths import cache_dir
     from img2img.data.samples import SAMPLE_NAMES, Samples, load_sample, load_samples
     from img2img.data.split import choose_indices, split_by_group
+    from img2img.data.stream import FolderCrops, folder_crops
     from img2img.data.tinyimagenet import (
         TINY_IMAGENET_MD5,
         TINY_IMAGENET_URL,
@@ -60,6 +61,7 @@ _EXPORTS = {
     "img2img.data.paths": ("cache_dir",),
     "img2img.data.samples": ("SAMPLE_NAMES", "Samples", "load_sample", "load_samples"),
     "img2img.data.split": ("choose_indices", "split_by_group"),
+    "img2img.data.stream": ("FolderCrops", "folder_crops"),
     "img2img.data.tinyimagenet": (
         "TINY_IMAGENET_MD5",
         "TINY_IMAGENET_URL",
@@ -82,6 +84,7 @@ __all__ = [
     "DecodedImages",
     "DownloadError",
     "FilteredDataset",
+    "FolderCrops",
     "ImageReadError",
     "Samples",
     "TinyImageNet",
@@ -96,6 +99,7 @@ __all__ = [
     "extract_zip",
     "file_md5",
     "find_tiny_imagenet",
+    "folder_crops",
     "is_tiny_imagenet_layout",
     "list_images",
     "load_filtered_dataset",

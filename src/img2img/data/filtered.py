@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -12,17 +16,47 @@ from img2img.filters import Filter, create_filter
 
 __all__ = ["FilteredDataset", "to_float"]
 
+#: ``u / 255`` in float32 for every uint8 ``u``: the same numbers as ``u.float() / 255``.
+_UNIT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).reshape(1, 256)
+
 
 def to_float(
-    images: np.ndarray | torch.Tensor, device: torch.device | str | None = None
+    images: np.ndarray | torch.Tensor,
+    device: torch.device | str | None = None,
+    *,
+    channel_major: bool = False,
 ) -> torch.Tensor:
     """uint8 images ``(B, 3, H, W)`` -> float32 in [0, 1] on ``device``.
 
-    The division happens on the device, so only uint8 bytes cross to a GPU.
+    The division happens on the device, so only uint8 bytes cross to a GPU; on
+    the CPU a 256-entry table (``cv2.LUT``) gives the same numbers in one pass.
+
+    Args:
+        images: uint8 ``(B, C, H, W)``, a NumPy array or a tensor.
+        device: Where the result goes (default: where ``images`` are).
+        channel_major: On the CPU, store the result channel by channel
+            (``(C, B, H, W)`` in memory; the tensor is still ``(B, C, H, W)``, not
+            contiguous). Each colour plane is then one tall image, which the
+            OpenCV convolutions of :mod:`img2img.cpuconv` use without a copy.
+
+    Returns:
+        float32 ``(B, C, H, W)``: ``images / 255``, exactly.
     """
     tensor = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
     if device is not None:
         tensor = tensor.to(device, non_blocking=True)
+    if tensor.device.type == "cpu" and tensor.dtype == torch.uint8 and tensor.dim() >= 2:
+        array = tensor.numpy()
+        if channel_major and array.ndim == 4:
+            planes = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
+            if planes.size:
+                flat = planes.reshape(-1, planes.shape[-1])
+                values = cv2.LUT(flat, _UNIT).reshape(planes.shape)
+                return torch.from_numpy(values).transpose(0, 1)
+        array = np.ascontiguousarray(array)
+        if array.size:
+            flat = array.reshape(-1, array.shape[-1])
+            return torch.from_numpy(cv2.LUT(flat, _UNIT).reshape(array.shape))
     return tensor.float().div_(255.0)
 
 
@@ -104,7 +138,26 @@ class FilteredDataset(Dataset):
         Returns:
             ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
         """
-        inputs = to_float(self.uint8(positions), device)
+        return self.from_uint8(self.uint8(positions), device)
+
+    def from_uint8(
+        self,
+        images: np.ndarray | torch.Tensor,
+        device: torch.device | str | None = None,
+        *,
+        channel_major: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets from uint8 photos ``(B, 3, H, W)`` (as :meth:`uint8` gives them).
+
+        Args:
+            images: uint8 ``(B, 3, H, W)``, a NumPy array or a tensor on any device.
+            device: Where to put the batch (and run the filter).
+            channel_major: Inputs stored channel by channel (see :func:`to_float`).
+
+        Returns:
+            ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
+        """
+        inputs = to_float(images, device, channel_major=channel_major)
         with torch.no_grad():
             targets = self.filter(inputs)
         return inputs, targets.float()
@@ -114,6 +167,30 @@ class FilteredDataset(Dataset):
             raise IndexError(f"index {position} is out of range for a dataset of {len(self)} items")
         inputs, targets = self.batch([position % len(self)])
         return inputs[0], targets[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle a memory-mapped photo array as its file, not its bytes (for worker processes)."""
+        state = dict(self.__dict__)
+        images = self.images
+        filename = getattr(images, "filename", None)
+        if (
+            isinstance(images, np.memmap)
+            and isinstance(images.base, mmap.mmap)  # the whole mapping, not a view of it
+            and images.flags.c_contiguous
+            and filename
+        ):
+            state["images"] = None
+            state["_memmap"] = (str(filename), int(images.offset), images.shape, images.dtype.str)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        mapped = state.pop("_memmap", None)
+        if mapped is not None:
+            filename, offset, shape, dtype = mapped
+            state["images"] = np.memmap(
+                Path(filename), dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape
+            )
+        self.__dict__.update(state)
 
     def with_filter(self, filter: str | Filter) -> FilteredDataset:
         """The same photos with another filter."""

@@ -13,6 +13,7 @@ from img2img.data.filtered import FilteredDataset
 from img2img.data.folder import load_image_folder, report_skipped
 from img2img.data.samples import load_samples
 from img2img.data.split import check_fraction, check_limit, choose_indices, split_by_group
+from img2img.data.stream import FolderCrops, folder_crops
 from img2img.data.tinyimagenet import TinyImageNet, find_tiny_imagenet, is_tiny_imagenet_layout
 from img2img.filters import Filter, create_filter
 
@@ -40,7 +41,8 @@ def load_filtered_dataset(
     crop_size: int = 64,
     cache: bool = True,
     limit: int | None = None,
-) -> tuple[FilteredDataset, FilteredDataset]:
+    stream: bool = False,
+) -> tuple[FilteredDataset, FilteredDataset] | tuple[FolderCrops, FolderCrops]:
     """Photos from a data source, split without leakage, paired with the filter to imitate.
 
     Both datasets share one uint8 array ``(N, 3, crop, crop)`` (a memory map when
@@ -60,7 +62,10 @@ def load_filtered_dataset(
           (recursive), each image cut into crops on a grid (stride ``crop_size``)
           and split by image with ``val_fraction``. Unreadable files are skipped
           with a warning. (A folder named ``samples`` or ``tiny-imagenet`` is
-          reached as ``"./samples"`` or a :class:`~pathlib.Path`.)
+          reached as ``"./samples"`` or a :class:`~pathlib.Path`.) With
+          ``stream=True`` nothing is decoded in advance: :class:`FolderCrops`
+          draw ``crop_size`` crops from the files when batches need them, new
+          ones every epoch (for folders larger than memory or of mixed sizes).
 
     Args:
         randomize: With ``filter=None``, use the study's random 3x3 filter drawn
@@ -78,6 +83,9 @@ def load_filtered_dataset(
             most ``ceil(limit * val_fraction / (1 - val_fraction))`` validation
             items (at least one), drawn with ``seed``; for file sources only the
             files needed are decoded.
+        stream: For a folder (not in the Tiny ImageNet layout): return
+            :class:`FolderCrops` (one random crop per file and epoch) instead of
+            decoding every file into the cache.
 
     Returns:
         ``(train, val)`` :class:`FilteredDataset` s; items are ``(input (3, H, W), target (C, H, W))``
@@ -99,6 +107,18 @@ def load_filtered_dataset(
     target = create_filter(filter if filter is not None else default_filter(randomize, int(seed)))
     val_limit = _val_limit(limit, val_fraction)
     kind, path = _resolve_source(data, download)
+    if stream:
+        if kind != "folder":
+            raise ValueError(
+                f"stream=True needs a folder of images for data; got {str(data)!r} ({kind})"
+            )
+        train, val = folder_crops(
+            path, target, crop_size=crop_size, val_fraction=val_fraction, seed=int(seed)
+        )
+        if limit is not None:
+            train.paths = [train.paths[i] for i in choose_indices(len(train.paths), limit, seed)]
+            val.paths = [val.paths[i] for i in choose_indices(len(val.paths), val_limit, seed)]
+        return train, val
     if kind == "samples":
         samples = load_samples(
             crop_size=crop_size,

@@ -1,0 +1,461 @@
+"""Training throughput: ``train_model`` against the study's own training loop, in one run.
+
+Both train the same network (``create_img2img_model(3, 1, arch)``) on the same
+real photos (the mini Tiny ImageNet's training JPEGs, 64x64) towards the same
+target (``study-sobel``) with the study's recipe: L1 loss, Adam at 1e-3, cosine
+annealing, a validation pass every epoch.
+
+* **img2img**: ``train_model(model, train, val, batch_size=128)`` on
+  :class:`~img2img.data.FilteredDataset` s: uint8 photos, targets made batch by
+  batch by the filter, on the CPU.
+* **the study's loop** (a faithful copy): a Python list of ``(input, target)``
+  float tensor pairs made beforehand (not timed), a default ``DataLoader`` (its
+  ``train_model`` ignored ``batch_size``: one image per step), ``nn.L1Loss``,
+  ``Adam(lr=1e-3)``, ``CosineAnnealingLR``, ``loss.item()`` every step, and the
+  same validation pass (one image at a time).
+
+Images per second count training images over the wall time of whole epochs
+(validation included, for both). The two alternate, ``--repeat`` rounds each,
+and the medians are compared, so a machine busy with other work slows both
+alike. A breakdown of one img2img step follows (where the time goes, with
+PyTorch's own convolutions for comparison), then the memory test: a synthetic
+set of 100,000 64x64 photos (tiled from the mini set and jittered, a uint8
+memory map in a temporary folder) trained for one epoch in a fresh process,
+whose peak resident memory (``VmHWM``, or ``ru_maxrss`` off Linux) is reported.
+
+Usage::
+
+    python benchmarks/train_speed.py               # 4096 images, study and can, 100k memory test
+    python benchmarks/train_speed.py --small       # CI: 512 images, study only, 10k memory test
+    python benchmarks/train_speed.py --images 8192 --repeat 5
+
+Writes ``benchmarks/results/train_speed.md`` and ``.json``. ``OMP_WAIT_POLICY``
+defaults to ``PASSIVE`` (idle OpenMP threads sleep instead of spinning, which on
+a shared machine slows PyTorch down many times over).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from img2img.data import FilteredDataset, to_float
+from img2img.models import create_img2img_model
+from img2img.train import train_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MINI_ROOT = Path(
+    os.environ.get("IMG2IMG_MINI_ROOT", ROOT.parent / "shared" / "data" / "tiny-imagenet-200-mini")
+)
+FILTER = "study-sobel"
+BATCH = 128
+MEMORY_LIMIT_MB = 2500
+
+
+def load_photos(count: int) -> tuple[np.ndarray, str]:
+    """``count`` real 64x64 photos, uint8 ``(count, 3, 64, 64)`` (repeated if the set is smaller)."""
+    paths = sorted((MINI_ROOT / "train").glob("*/images/*.JPEG"))
+    if paths:
+        photos = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths[:count]]
+        source = f"mini Tiny ImageNet ({MINI_ROOT.name}, train)"
+    else:
+        from skimage import data
+
+        big = data.astronaut()
+        rng = np.random.default_rng(0)
+        photos = []
+        for _ in range(min(count, 2048)):
+            y, x = rng.integers(0, big.shape[0] - 64, 2)
+            photos.append(big[y : y + 64, x : x + 64])
+        source = "scikit-image's astronaut (random 64x64 crops)"
+    stacked = np.stack(photos).transpose(0, 3, 1, 2)
+    reps = -(-count // len(stacked))
+    return np.ascontiguousarray(np.concatenate([stacked] * reps)[:count]), source
+
+
+# -- the two training loops ------------------------------------------------------------------------
+
+
+#: ``train_model`` options per network: wide networks run faster in the NHWC memory format.
+OPTIONS = {"study": {}, "can": {"channels_last": True}}
+#: Photos per round for each network (the wide one is about 100 times slower per photo).
+IMAGES = {"study": (4096, 1024), "can": (512, 64)}
+
+
+def ours(arch: str, train: FilteredDataset, val: FilteredDataset, epochs: int) -> float:
+    """Images per second of ``train_model``."""
+    torch.manual_seed(0)
+    model = create_img2img_model(3, 1, arch)
+    start = time.perf_counter()
+    train_model(
+        model,
+        train,
+        val,
+        max_epochs=epochs,
+        batch_size=BATCH,
+        learning_rate=1e-3,
+        early_stopping_patience=0,
+        progress=False,
+        device="cpu",
+        **OPTIONS[arch],
+    )
+    return len(train) * epochs / (time.perf_counter() - start)
+
+
+def study_loop(arch: str, pairs: list, val_pairs: list, epochs: int) -> float:
+    """Images per second of the study's training loop (a faithful copy)."""
+    torch.manual_seed(0)
+    model = create_img2img_model(3, 1, arch)
+    criterion = torch.nn.L1Loss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    train_loader = DataLoader(pairs)  # the study's: batch_size=1
+    val_loader = DataLoader(val_pairs)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        running = 0.0
+        for inputs, targets in train_loader:
+            optimizer.zero_grad()
+            loss = criterion(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+        model.eval()
+        with torch.no_grad():
+            val_loss = sum(criterion(model(x), y).item() for x, y in val_loader)
+        scheduler.step()
+        del running, val_loss
+    return len(pairs) * epochs / (time.perf_counter() - start)
+
+
+def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> dict:
+    """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio."""
+    n_val = max(8, len(photos) // 64)
+    train = FilteredDataset(photos, FILTER, indices=np.arange(n_val, len(photos)), source="bench")
+    val = FilteredDataset(photos, FILTER, indices=np.arange(n_val), source="bench")
+    n_study = min(study_images, len(train))
+    pairs = [train[i] for i in range(n_study)]
+    val_pairs = [val[i] for i in range(max(1, n_val * n_study // len(train)))]
+    ours(arch, FilteredDataset(photos[:512], FILTER), val, 1)  # warm-up
+    study_loop(arch, pairs[:32], val_pairs[:2], 1)
+    ours_rates, study_rates = [], []
+    for _ in range(repeat):
+        ours_rates.append(ours(arch, train, val, 1))
+        study_rates.append(study_loop(arch, pairs, val_pairs, 1))
+        print(
+            f"  {arch}: img2img {ours_rates[-1]:8.0f} img/s   study's loop {study_rates[-1]:7.0f} img/s",
+            flush=True,
+        )
+    ours_median, study_median = statistics.median(ours_rates), statistics.median(study_rates)
+    return {
+        "arch": arch,
+        "train_images": len(train),
+        "val_images": len(val),
+        "study_images": n_study,
+        "ours_images_per_s": round(ours_median),
+        "study_images_per_s": round(study_median),
+        "ratio": round(ours_median / study_median, 2),
+        "options": OPTIONS[arch],
+        "ours_runs": [round(r) for r in ours_rates],
+        "study_runs": [round(r) for r in study_rates],
+    }
+
+
+# -- where one step's time goes ------------------------------------------------------------------
+
+
+def breakdown(photos: np.ndarray, repeat: int = 15) -> list[dict]:
+    """Median milliseconds of each part of one img2img training step of 128 photos (study net)."""
+    from img2img.cpuconv import tiny_conv_mode
+
+    dataset = FilteredDataset(photos, FILTER)
+    model = create_img2img_model(3, 1, "study")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def timed(label: str, function, fast: bool) -> None:
+        times = []
+        for index in range(repeat + 2):
+            positions = rng.permutation(len(dataset))[:BATCH]
+            with tiny_conv_mode(fast):
+                start = time.perf_counter()
+                function(positions)
+                if index >= 2:
+                    times.append(time.perf_counter() - start)
+        rows.append({"part": label, "ms": round(1e3 * statistics.median(times), 2)})
+
+    def gather(positions):
+        return dataset.uint8(positions)
+
+    def inputs(positions):
+        return to_float(dataset.uint8(positions))
+
+    batch = dataset.batch(rng.permutation(len(dataset))[:BATCH])
+
+    def step(_positions):
+        optimizer.zero_grad(set_to_none=True)
+        F.l1_loss(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+
+    def filter_only(_positions):
+        with torch.no_grad():
+            dataset.filter(batch[0])
+
+    timed("gather uint8 photos", gather, True)
+    timed("gather + to float32", inputs, True)
+    timed(f"targets ({FILTER})", filter_only, True)
+    timed("forward + backward + Adam (OpenCV convolutions)", step, True)
+    timed("forward + backward + Adam (PyTorch convolutions)", step, False)
+    return rows
+
+
+# -- memory ----------------------------------------------------------------------------------------
+
+
+def build_synthetic(photos: np.ndarray, count: int, folder: Path) -> Path:
+    """``count`` jittered copies of ``photos`` in a uint8 ``.npy`` memory map ``(count, 3, 64, 64)``."""
+    path = folder / "synthetic.npy"
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, 3, 64, 64))
+    rng = np.random.default_rng(0)
+    for start in range(0, count, 4096):
+        end = min(count, start + 4096)
+        picks = photos[rng.integers(0, len(photos), end - start)]
+        shifts = rng.integers(-4, 5, 2)
+        chunk = np.roll(picks, tuple(int(s) for s in shifts), axis=(2, 3))
+        flips = rng.random(end - start) < 0.5
+        chunk[flips] = chunk[flips][..., ::-1]
+        noise = rng.integers(-3, 4, chunk.shape, dtype=np.int16)
+        images[start:end] = np.clip(chunk.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    images.flush()
+    del images
+    return path
+
+
+def memory_child(path: str, budget: float) -> None:
+    """Train one epoch (or ``budget`` seconds of it) on the memory map; print JSON with peak RSS."""
+    images = np.load(path, mmap_mode="r")
+    n_val = 1024
+    train = FilteredDataset(
+        images, FILTER, indices=np.arange(n_val, len(images)), source="synthetic"
+    )
+    val = FilteredDataset(images, FILTER, indices=np.arange(n_val), source="synthetic")
+    assert isinstance(train.images, np.memmap)
+    model = create_img2img_model(3, 1, "study")
+    start = time.perf_counter()
+    train_model(
+        model,
+        train,
+        val,
+        max_epochs=1,
+        batch_size=BATCH,
+        progress=False,
+        device="cpu",
+        time_budget=budget,
+    )
+    seconds = time.perf_counter() - start
+    peak_kb = _peak_rss_kb()
+    stopped = model.training_summary["stopped"]
+    print(
+        json.dumps(
+            {
+                "images": len(images),
+                "seconds": round(seconds, 1),
+                "stopped": stopped,
+                "peak_rss_mb": round(peak_kb / 1024),
+                "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
+    )
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident memory in KiB: ``VmHWM`` where Linux has it, else ``ru_maxrss``.
+
+    ``ru_maxrss`` survives ``exec``: a child started by a large parent reports the
+    parent's peak. ``VmHWM`` belongs to the process's own address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS
+
+
+def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
+    """Build the synthetic set and train on it in a fresh process; its peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="img2img-memory-") as folder:
+        start = time.perf_counter()
+        path = build_synthetic(photos, count, Path(folder))
+        built = time.perf_counter() - start
+        result = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(path), "--budget", str(budget)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the memory test failed:\n{result.stdout}\n{result.stderr}")
+        record = json.loads(result.stdout.strip().splitlines()[-1])
+    record["build_seconds"] = round(built, 1)
+    record["file_mb"] = round(count * 3 * 64 * 64 / 2**20)
+    record["limit_mb"] = MEMORY_LIMIT_MB
+    record["within_limit"] = record["peak_rss_mb"] < MEMORY_LIMIT_MB
+    return record
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def write_results(report: dict) -> None:
+    """``benchmarks/results/train_speed.json`` and ``.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# Training speed",
+        "",
+        f"`train_model` against the study's training loop on {report['photos']}, 64x64, "
+        f"target `{FILTER}`, on the CPU ({report['cpus']} cores, OMP_WAIT_POLICY="
+        f"{report['omp_wait_policy'] or 'unset'}; load average {report['load_before']} before, "
+        f"{report['load_after']} after: other work shared the machine). Median of "
+        f"{report['repeat']} alternating rounds; one epoch each, validation included. torch "
+        f"{report['torch']}, OpenCV {report['opencv']}.",
+        "",
+        "| network | threads | img2img img/s | study's loop img/s | ratio | photos (img2img / study) "
+        "| img2img options | img2img rounds | study rounds |",
+        "|---|---:|---:|---:|---:|---|---|---|---|",
+    ]
+    for row in report["speed"]:
+        options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
+        lines.append(
+            f"| `{row['arch']}` | {row['threads']} | {row['ours_images_per_s']} | "
+            f"{row['study_images_per_s']} | "
+            f"**{row['ratio']}x** | {row['train_images']} / {row['study_images']} | {options} | "
+            f"{row['ours_runs']} | {row['study_runs']} |"
+        )
+    lines += [
+        "",
+        f"img2img: `train_model(batch_size={BATCH})`. The study's loop takes one image per step "
+        "over the first photos of the same set (its rate per image does not depend on how many).",
+        "",
+        "The study's loop spends its time in the fixed cost of hundreds of tiny operations per "
+        "image. With two threads and `OMP_WAIT_POLICY=PASSIVE` each of them also waits for an "
+        "OpenMP thread to wake up, so its two-thread rate depends on the wait policy (with "
+        "`ACTIVE`, spinning threads, it runs about as fast as on one thread); the one-thread "
+        "rows compare the two loops core for core.",
+        "",
+        "## One img2img step of 128 photos (study network)",
+        "",
+        "| part | ms |",
+        "|---|---:|",
+    ]
+    lines += [f"| {row['part']} | {row['ms']} |" for row in report["breakdown"]]
+    memory = report["memory"]
+    lines += [
+        "",
+        "## Memory",
+        "",
+        f"{memory['images']:,} synthetic 64x64 photos ({memory['file_mb']} MB uint8 memory map), "
+        f"one epoch of the study network in a fresh process ({memory['seconds']} s, "
+        f"{memory['stopped']}): peak resident memory **{memory['peak_rss_mb']} MB** "
+        f"(limit {memory['limit_mb']} MB: {'met' if memory['within_limit'] else 'NOT met'}; "
+        f"`ru_maxrss` {memory['ru_maxrss_mb']} MB, which also counts the launching process's "
+        "peak). Pages of the memory map read during the epoch count in the resident memory.",
+        "",
+    ]
+    (RESULTS / "train_speed.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    """Parse arguments, run the benchmark, print and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="CI size: fewer images, study only")
+    parser.add_argument("--images", type=int, default=None, help="training photos (default 4096)")
+    parser.add_argument("--repeat", type=int, default=None, help="alternating rounds (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch and OpenCV threads")
+    parser.add_argument("--memory-images", type=int, default=None, help="synthetic set size")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    if args.memory_child:
+        memory_child(args.memory_child, args.budget)
+        return
+    images = args.images or (512 if args.small else 4096)
+    repeat = args.repeat or (2 if args.small else 3)
+    memory_images = args.memory_images or (10_000 if args.small else 100_000)
+    archs = ["study"] if args.small else ["study", "can"]
+    photos, source = load_photos(images)
+    report = {
+        "benchmark": "train_speed",
+        "photos": source,
+        "filter": FILTER,
+        "batch_size": BATCH,
+        "repeat": repeat,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "load_before": [round(v, 2) for v in os.getloadavg()],
+    }
+    report["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "")
+    print(f"training speed on {images} photos ({source})")
+    report["speed"] = []
+    # Both loops under the same threads; also both on one thread, where the study's loop
+    # (one image per step, hundreds of tiny operations) loses nothing to thread hand-offs.
+    settings = [(arch, args.threads) for arch in archs]
+    if args.threads != 1:
+        settings.append(("study", 1))
+    for arch, threads in settings:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        print(f" {arch}, {threads} thread(s):", flush=True)
+        ours_images, study_images = IMAGES[arch]
+        if args.images:
+            ours_images = args.images
+        count = min(images, ours_images)
+        row = compare(arch, photos[:count], min(study_images, count), repeat)
+        report["speed"].append({"threads": threads, **row})
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    print("one step of 128 photos:")
+    report["breakdown"] = breakdown(photos[: max(BATCH, min(len(photos), 2048))])
+    for row in report["breakdown"]:
+        print(f"  {row['part']:52s} {row['ms']:8.2f} ms")
+    print(f"memory: {memory_images:,} synthetic photos ...", flush=True)
+    report["memory"] = memory_test(photos, memory_images, budget=60.0 if args.small else 600.0)
+    report["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    memory = report["memory"]
+    print(f"  peak RSS {memory['peak_rss_mb']} MB over {memory['seconds']} s ({memory['stopped']})")
+    for row in report["speed"]:
+        print(f"{row['arch']}, {row['threads']} thread(s): {row['ratio']}x the study's loop")
+    write_results(report)
+
+
+if __name__ == "__main__":
+    main()
