@@ -474,11 +474,6 @@ def test_load_filtered_dataset_from_a_hostile_folder(hostile, tmp_path: Path, mo
     assert bool(inputs.isfinite().all()) and bool(targets.isfinite().all())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_filtered_dataset names only the first 10 skipped files in its warning and points "
-    "to `.skipped`, which its datasets do not carry: the other skipped files are never named",
-)
 def test_load_filtered_dataset_names_every_skipped_file(
     hostile, tmp_path: Path, monkeypatch
 ) -> None:

@@ -227,7 +227,8 @@ def test_resume_refuses_another_architecture(datasets, tmp_path) -> None:
     [
         ("batch_size", 0, "batch_size must be a positive integer"),
         ("max_epochs", -1, "max_epochs must be a positive integer"),
-        ("learning_rate", 0.0, "learning_rate must be a positive number"),
+        ("learning_rate", 0.0, "learning_rate must be a positive, finite number"),
+        ("learning_rate", float("inf"), "learning_rate must be a positive, finite number"),
         ("loss", "huber", "loss must be one of"),
         ("device", "tpu", "device must be"),
     ],

@@ -41,7 +41,7 @@ __all__ = [
 MAX_PIXELS = 178_956_970
 
 #: File extensions :func:`list_images` collects (compared in lower case).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 _WRITE_EXTENSIONS_8 = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _WRITE_EXTENSIONS_16 = (".png", ".tif", ".tiff")

@@ -124,8 +124,14 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
-        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be a positive number; got {self.learning_rate!r}")
+        if (
+            isinstance(self.learning_rate, bool)
+            or not isinstance(self.learning_rate, (int, float))
+            or not (self.learning_rate > 0 and math.isfinite(self.learning_rate))
+        ):
+            raise ValueError(
+                f"learning_rate must be a positive, finite number; got {self.learning_rate!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {self.loss!r}")
         if self.amp not in (None, "bf16"):

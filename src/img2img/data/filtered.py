@@ -88,6 +88,7 @@ class FilteredDataset(Dataset):
         groups: np.ndarray | None = None,
         labels: np.ndarray | None = None,
         source: str = "",
+        skipped: Sequence[tuple[str, str]] = (),
     ) -> None:
         if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(
@@ -104,6 +105,7 @@ class FilteredDataset(Dataset):
         self.groups = groups
         self.labels = labels
         self.source = source
+        self.skipped = [(str(path), str(reason)) for path, reason in skipped]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -201,6 +203,7 @@ class FilteredDataset(Dataset):
             groups=self.groups,
             labels=self.labels,
             source=self.source,
+            skipped=self.skipped,
         )
 
     def __repr__(self) -> str:

@@ -74,7 +74,7 @@ def report_skipped(decoded: DecodedImages, where: str | os.PathLike[str]) -> Non
     tail = f"; and {more} more" if more > 0 else ""
     warnings.warn(
         f"skipped {len(decoded.skipped)} of {len(decoded.paths)} image files in {str(where)!r} "
-        f"(the full list is on .skipped): {shown}{tail}",
+        f"(every one is listed with its reason on the datasets' .skipped): {shown}{tail}",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -127,16 +127,16 @@ def load_filtered_dataset(
         )
         images, groups, labels = samples.images, samples.groups, None
         train, val = split_by_group(groups, val_fraction, seed)
-        source = "samples"
+        source, skipped = "samples", []
     elif kind == "tiny-imagenet":
-        images, groups, labels, train, val = _tiny_imagenet(
+        images, groups, labels, train, val, skipped = _tiny_imagenet(
             path, download, crop_size, val_fraction, seed, limit, val_limit, cache
         )
         source = f"tiny-imagenet:{path}"
     else:
         files = None if limit is None else limit + (val_limit or 0)
         decoded = load_image_folder(path, crop_size=crop_size, limit=files, seed=seed, cache=cache)
-        images, groups, labels = decoded.images, decoded.groups, None
+        images, groups, labels, skipped = decoded.images, decoded.groups, None, decoded.skipped
         train, val = split_by_group(groups, val_fraction, seed)
         source = f"folder:{path}"
     if len(images) == 0:
@@ -145,7 +145,7 @@ def load_filtered_dataset(
         )
     train = train[choose_indices(len(train), limit, [int(seed), 1])]
     val = val[choose_indices(len(val), val_limit, [int(seed), 2])]
-    common = {"groups": groups, "labels": labels, "source": source}
+    common = {"groups": groups, "labels": labels, "source": source, "skipped": skipped}
     return (
         FilteredDataset(images, target, indices=train, **common),
         FilteredDataset(images, target, indices=val, **common),
@@ -216,4 +216,5 @@ def _tiny_imagenet(
         labels,
         np.flatnonzero(groups < n_train).astype(np.int64),
         np.flatnonzero(groups >= n_train).astype(np.int64),
+        decoded.skipped,
     )
