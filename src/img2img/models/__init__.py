@@ -1,10 +1,12 @@
 """Architectures: a registry of fully-convolutional networks that keep the image size."""
 
 from img2img.models import can as _can  # noqa: F401  (registers can)
+from img2img.models import neighbourhood as _neighbourhood  # noqa: F401  (registers neighbourhood)
 from img2img.models import structured as _structured  # noqa: F401  (registers structured)
 from img2img.models import study as _study  # noqa: F401  (registers study and linear)
 from img2img.models.can import ContextAggregationNet
 from img2img.models.layers import BorderConv2d
+from img2img.models.neighbourhood import NeighbourhoodNet
 from img2img.models.registry import (
     ArchEntry,
     create_img2img_model,
@@ -22,6 +24,7 @@ __all__ = [
     "BorderConv2d",
     "ContextAggregationNet",
     "LinearNet",
+    "NeighbourhoodNet",
     "StructuredNet",
     "StudyNet",
     "create_img2img_model",
