@@ -44,8 +44,10 @@ def run_archs(args: argparse.Namespace) -> int:
     """Handle ``img2img archs``."""
     from img2img.models import list_archs
 
-    for entry in list_archs():
+    entries = list_archs()
+    width = max(len(entry.name) for entry in entries) + 2
+    for entry in entries:
         options = ", ".join(f"{key}={value!r}" for key, value in entry.defaults.items())
-        print(f"{entry.name:12s} {entry.description}")
-        print(f"{'':12s} options: {options or 'none'}")
+        print(f"{entry.name:{width}s}{entry.description}")
+        print(f"{'':{width}s}options: {options or 'none'}")
     return 0
