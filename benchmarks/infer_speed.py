@@ -41,14 +41,9 @@ Writes ``benchmarks/results/infer_speed.md`` and ``.json``.
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin while they wait slow PyTorch down on a machine whose cores other
-# processes share; they sleep instead unless the caller says otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics

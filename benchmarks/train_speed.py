@@ -29,19 +29,18 @@ Usage::
     python benchmarks/train_speed.py --small       # CI: 512 images, study only, 10k memory test
     python benchmarks/train_speed.py --images 8192 --repeat 5
 
-Writes ``benchmarks/results/train_speed.md`` and ``.json``. ``OMP_WAIT_POLICY``
-defaults to ``PASSIVE`` (idle OpenMP threads sleep instead of spinning, which on
-a shared machine slows PyTorch down many times over).
+Writes ``benchmarks/results/train_speed.md`` and ``.json``. ``OMP_WAIT_POLICY`` is
+left as the environment sets it (OpenMP's default: idle threads spin a while, then
+sleep); on a machine shared with other work, ``OMP_WAIT_POLICY=PASSIVE`` keeps idle
+threads from spinning, which speeds img2img up but slows the study's loop of tiny
+operations down (each waits for a sleeping thread), so the two-thread ratio depends on it.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -340,7 +339,7 @@ def write_results(report: dict) -> None:
         f"`train_model` against the study's training loop on {report['photos']}, 64x64, "
         f"target `{FILTER}`, on the CPU ({report['cpus']} cores, OMP_WAIT_POLICY="
         f"{report['omp_wait_policy'] or 'unset'}; load average {report['load_before']} before, "
-        f"{report['load_after']} after: other work shared the machine). Median of "
+        f"{report['load_after']} after). Median of "
         f"{report['repeat']} alternating rounds; one epoch each, validation included. torch "
         f"{report['torch']}, OpenCV {report['opencv']}.",
         "",
