@@ -16,14 +16,10 @@ from img2img.auto import (
     POINTWISE_RECIPE,
     choose_arch,
     default_model,
-    gauss_newton,
-    polish,
 )
 from img2img.cli import main
-from img2img.data.filtered import FilteredDataset
 from img2img.filters import GRAY_WEIGHTS, create_filter, list_filters
 from img2img.models import create_img2img_model, receptive_field
-from img2img.solve import kernel_error
 
 #: Parameters that registered linear filters need to be built.
 REQUIRED = {"kernel": "kernel:rows=1 2 1;0 0 0;-1 -2 -1"}
@@ -125,44 +121,6 @@ def test_neighbourhood_net_represents_rank_filters_exactly(spec: str, rank: int)
     x = torch.from_numpy(_photos(2)).float() / 255
     with torch.no_grad():
         torch.testing.assert_close(model(x), filt(x), atol=1e-6, rtol=0)
-
-
-# -- polishes ------------------------------------------------------------------------------------
-
-
-def test_gauss_newton_lands_on_the_exact_kernel() -> None:
-    dataset = FilteredDataset(_photos(), "study-sobel")
-    model = create_img2img_model(3, 1, "linear", kernel_size=5)
-    assert kernel_error(model, "study-sobel")["max_abs"] > 0.01
-    gauss_newton(model, dataset, images=8)
-    report = model.refine_report
-    assert report["loss_after"] < 1e-12 * report["loss_before"]
-    assert kernel_error(model, "study-sobel")["max_abs"] < 1e-5
-    assert next(model.parameters()).dtype == torch.float32  # back to its own precision
-
-
-def test_polish_lowers_the_loss_and_keeps_its_deadline() -> None:
-    dataset = FilteredDataset(_photos(), "dilate:ksize=3")
-    model = create_img2img_model(3, 1, "neighbourhood", layers=0)
-    model.train()
-    polish(model, dataset, steps=20, images=4)
-    report = model.refine_report
-    assert report["loss_after"] < report["loss_before"] and report["iterations"] >= 1
-    assert report["method"] == "l-bfgs" and model.training  # the mode is restored
-    slow = create_img2img_model(3, 1, "neighbourhood")
-    polish(slow, dataset, steps=1000, images=4, seconds=0.0)
-    assert slow.refine_report["stopped"] == "time"
-    assert slow.refine_report["loss_after"] <= slow.refine_report["loss_before"]
-
-
-@pytest.mark.parametrize(
-    ("options", "error"),
-    [({"steps": 0}, ValueError), ({"images": 0}, ValueError), ({"seconds": -1.0}, ValueError)],
-)
-def test_polish_bad_arguments(options: dict, error: type[Exception]) -> None:
-    dataset = FilteredDataset(_photos(2), "dilate")
-    with pytest.raises(error):
-        polish(create_img2img_model(3, 1, "neighbourhood"), dataset, **options)
 
 
 # -- the command line: gradient training of a linear model reaches the exact kernel --------------

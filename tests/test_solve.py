@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from img2img.data.filtered import FilteredDataset
 from img2img.models import BorderConv2d, create_img2img_model
-from img2img.solve import fit_linear, fold_linear, kernel_error, lbfgs_refine
+from img2img.solve import fit_linear, fold_linear, gauss_newton, kernel_error, lbfgs_refine
 
 LINEAR_SPECS = [
     ("study-sobel", 5),
@@ -267,3 +267,48 @@ def test_warnings_are_not_raised_for_well_posed_fits(train_photos: np.ndarray) -
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit_linear(FilteredDataset(train_photos[:10], "box"), 3, max_images=5)
+
+
+def _crops(photos: np.ndarray, count: int = 8, size: int = 32) -> np.ndarray:
+    """The top-left ``size`` x ``size`` corner of ``count`` real photos, uint8 ``(count, 3, size, size)``."""
+    return np.ascontiguousarray(photos[:count, :, :size, :size])
+
+
+# -- gauss_newton and lbfgs_refine, with deadlines -------------------------------------------------
+
+
+def test_gauss_newton_lands_on_the_exact_kernel(train_photos: np.ndarray) -> None:
+    dataset = FilteredDataset(_crops(train_photos), "study-sobel")
+    model = create_img2img_model(3, 1, "linear", kernel_size=5)
+    assert kernel_error(model, "study-sobel")["max_abs"] > 0.01
+    gauss_newton(model, dataset, images=8)
+    report = model.refine_report
+    assert report["loss_after"] < 1e-12 * report["loss_before"]
+    assert kernel_error(model, "study-sobel")["max_abs"] < 1e-5
+    assert next(model.parameters()).dtype == torch.float32  # back to its own precision
+
+
+def test_lbfgs_refine_lowers_the_loss_and_keeps_its_deadline(train_photos: np.ndarray) -> None:
+    dataset = FilteredDataset(_crops(train_photos), "dilate:ksize=3")
+    model = create_img2img_model(3, 1, "neighbourhood", layers=0)
+    model.train()
+    lbfgs_refine(model, dataset, steps=20, images=4)
+    report = model.refine_report
+    assert report["loss_after"] < report["loss_before"] and report["iterations"] >= 1
+    assert report["method"] == "l-bfgs" and model.training  # the mode is restored
+    slow = create_img2img_model(3, 1, "neighbourhood")
+    lbfgs_refine(slow, dataset, steps=1000, images=4, seconds=0.0)
+    assert slow.refine_report["stopped"] == "time"
+    assert slow.refine_report["loss_after"] <= slow.refine_report["loss_before"]
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [({"steps": 0}, ValueError), ({"images": 0}, ValueError), ({"seconds": -1.0}, ValueError)],
+)
+def test_lbfgs_refine_bad_arguments(
+    train_photos: np.ndarray, options: dict, error: type[Exception]
+) -> None:
+    dataset = FilteredDataset(_crops(train_photos, 2), "dilate")
+    with pytest.raises(error):
+        lbfgs_refine(create_img2img_model(3, 1, "neighbourhood"), dataset, **options)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto, gauss_newton, polish
+from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto
 from img2img.checkpoint import atomic_write, save_model
 from img2img.distributed import setup_distributed
 from img2img.filters import create_filter
+from img2img.solve import gauss_newton, lbfgs_refine
 
 __all__ = ["DataConfig", "ModelConfig", "RunFolder", "RunResult", "train_run"]
 
@@ -274,7 +275,7 @@ def train_run(
                     finish = gauss_newton
                     limits = {}
                 else:
-                    finish = polish
+                    finish = lbfgs_refine
                     limits = {"seconds": None if budget is None else max(0.0, budget - spent)}
                 finish(
                     network,
