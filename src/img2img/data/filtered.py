@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from img2img.filters import Filter, create_filter
 
-__all__ = ["FilteredDataset", "to_float"]
+__all__ = ["FilteredDataset", "PhotoPairs", "to_float"]
 
 #: ``u / 255`` in float32 for every uint8 ``u``: the same numbers as ``u.float() / 255``.
 _UNIT = (np.arange(256, dtype=np.float32) / np.float32(255.0)).reshape(1, 256)
@@ -60,7 +60,68 @@ def to_float(
     return tensor.float().div_(255.0)
 
 
-class FilteredDataset(Dataset):
+class PhotoPairs(Dataset):
+    """What datasets of uint8 photos and a filter share: batches made on the device.
+
+    A subclass sets ``filter`` and implements ``uint8(positions)`` (the photos at
+    those positions, uint8 ``(B, 3, H, W)``) and ``__len__``; items are then
+    ``(input (3, H, W), target (C, H, W))`` float32 pairs, and :meth:`batch` makes
+    many at once, filtering them as one batch on the training device.
+    """
+
+    filter: Filter
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def uint8(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The uint8 photos at ``positions``, ``(B, 3, H, W)``."""
+        raise NotImplementedError
+
+    def batch(
+        self, positions: Sequence[int] | np.ndarray, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets for many items at once, made on ``device``.
+
+        Args:
+            positions: Item positions in this dataset.
+            device: Where to put the batch (and run the filter).
+
+        Returns:
+            ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
+        """
+        return self.from_uint8(self.uint8(positions), device)
+
+    def from_uint8(
+        self,
+        images: np.ndarray | torch.Tensor,
+        device: torch.device | str | None = None,
+        *,
+        channel_major: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets from uint8 photos ``(B, 3, H, W)`` (as :meth:`uint8` gives them).
+
+        Args:
+            images: uint8 ``(B, 3, H, W)``, a NumPy array or a tensor on any device.
+            device: Where to put the batch (and run the filter).
+            channel_major: Inputs stored channel by channel (see :func:`to_float`).
+
+        Returns:
+            ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
+        """
+        inputs = to_float(images, device, channel_major=channel_major)
+        with torch.no_grad():
+            targets = self.filter(inputs)
+        return inputs, targets.float()
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"index {position} is out of range for a dataset of {len(self)} items")
+        inputs, targets = self.batch([position % len(self)])
+        return inputs[0], targets[0]
+
+
+class FilteredDataset(PhotoPairs):
     """Photos stored as uint8 with a filter that makes each target when it is drawn.
 
     Items are ``(input, target)``: ``input`` float32 ``(3, H, W)`` RGB in [0, 1],
@@ -127,48 +188,6 @@ class FilteredDataset(Dataset):
         gathered = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
         gathered[order] = self.images[rows[order]]  # sorted reads are kind to memory maps
         return gathered
-
-    def batch(
-        self, positions: Sequence[int] | np.ndarray, device: torch.device | str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets for many items at once, made on ``device``.
-
-        Args:
-            positions: Item positions in this dataset.
-            device: Where to put the batch (and run the filter).
-
-        Returns:
-            ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
-        """
-        return self.from_uint8(self.uint8(positions), device)
-
-    def from_uint8(
-        self,
-        images: np.ndarray | torch.Tensor,
-        device: torch.device | str | None = None,
-        *,
-        channel_major: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets from uint8 photos ``(B, 3, H, W)`` (as :meth:`uint8` gives them).
-
-        Args:
-            images: uint8 ``(B, 3, H, W)``, a NumPy array or a tensor on any device.
-            device: Where to put the batch (and run the filter).
-            channel_major: Inputs stored channel by channel (see :func:`to_float`).
-
-        Returns:
-            ``inputs`` ``(B, 3, H, W)`` and ``targets`` ``(B, C, H, W)``, float32.
-        """
-        inputs = to_float(images, device, channel_major=channel_major)
-        with torch.no_grad():
-            targets = self.filter(inputs)
-        return inputs, targets.float()
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not -len(self) <= position < len(self):
-            raise IndexError(f"index {position} is out of range for a dataset of {len(self)} items")
-        inputs, targets = self.batch([position % len(self)])
-        return inputs[0], targets[0]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle a memory-mapped photo array as its file, not its bytes (for worker processes)."""

@@ -19,10 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from img2img.data.filtered import to_float
+from img2img.data.filtered import PhotoPairs
 from img2img.data.split import check_fraction, split_by_group
 from img2img.filters import Filter, create_filter
 from img2img.imageio import ImageReadError, list_images, read_image
@@ -45,7 +43,7 @@ def _report(path: Path, reason: str) -> None:
     )
 
 
-class FolderCrops(Dataset):
+class FolderCrops(PhotoPairs):
     """Random square crops of image files, decoded batch by batch; nothing is held in memory.
 
     Items are ``(input, target)``: ``input`` float32 ``(3, crop, crop)`` RGB in
@@ -158,34 +156,6 @@ class FolderCrops(Dataset):
             x = int(v * (width - size + 1))
             out[slot] = image[y : y + size, x : x + size].transpose(2, 0, 1)
         return out
-
-    def from_uint8(
-        self,
-        images: np.ndarray | torch.Tensor,
-        device: torch.device | str | None = None,
-        *,
-        channel_major: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets from uint8 crops ``(B, 3, H, W)`` (as :meth:`uint8` gives them).
-
-        ``channel_major``: inputs stored channel by channel (see :func:`~img2img.data.to_float`).
-        """
-        inputs = to_float(images, device, channel_major=channel_major)
-        with torch.no_grad():
-            targets = self.filter(inputs)
-        return inputs, targets.float()
-
-    def batch(
-        self, positions: Sequence[int] | np.ndarray, device: torch.device | str | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs ``(B, 3, crop, crop)`` and targets ``(B, C, crop, crop)`` float32 on ``device``."""
-        return self.from_uint8(self.uint8(positions), device)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not -len(self) <= position < len(self):
-            raise IndexError(f"index {position} is out of range for a dataset of {len(self)} items")
-        inputs, targets = self.batch([position % len(self)])
-        return inputs[0], targets[0]
 
     def __repr__(self) -> str:
         return (

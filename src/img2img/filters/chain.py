@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from img2img.filters.base import GRAY_WEIGHTS, Stage, get_entry, kernel_range, parse_spec
 
-__all__ = ["Filter", "create_filter"]
+__all__ = ["Filter", "compose_kernels", "create_filter"]
 
 INPUT_RANGE = (0.0, 1.0)
 
@@ -226,7 +226,7 @@ def _chain_kernel(stages: list[Stage]) -> torch.Tensor:
     kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
     channels = 3
     for stage in stages:
-        kernel = _compose(kernel, _stage_kernel(stage, channels))
+        kernel = compose_kernels(kernel, _stage_kernel(stage, channels))
         channels = stage.out_channels(channels)
     return kernel
 
@@ -242,7 +242,7 @@ def _stage_kernel(stage: Stage, channels: int) -> torch.Tensor:
     return eye * kernel2d.view(1, 1, kh, kw)
 
 
-def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def compose_kernels(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """The kernel of ``second`` applied after ``first`` (both correlations), centred.
 
     Args:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img.filters import Filter, create_filter
+from img2img.filters.chain import compose_kernels
 
 __all__ = ["fold_linear", "kernel_error"]
 
@@ -52,22 +53,6 @@ def _full_weight(name: str, conv: nn.Conv2d) -> torch.Tensor:
         dilated[..., ::dh, ::dw] = weight
         weight = dilated
     return weight
-
-
-def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """The correlation kernel of ``second`` applied after ``first``.
-
-    Args:
-        first: ``(M, C, ah, aw)``.
-        second: ``(O, M, bh, bw)``.
-
-    Returns:
-        ``(O, C, ah + bh - 1, aw + bw - 1)``.
-    """
-    bh, bw = second.shape[-2:]
-    images = first.transpose(0, 1)  # C images of M channels
-    padded = F.pad(images, (bw - 1, bw - 1, bh - 1, bh - 1))
-    return F.conv2d(padded, second.flip(-1, -2)).transpose(0, 1).contiguous()
 
 
 def fold_linear(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +100,7 @@ def fold_linear(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
                 f"layers before it give {kernel.shape[0]}"
             )
         bias = layer_bias + weight.sum(dim=(2, 3)) @ bias
-        kernel = _compose(kernel, weight)
+        kernel = compose_kernels(kernel, weight)
     return kernel, bias
 
 
