@@ -76,6 +76,7 @@ at a time):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,29 +146,19 @@ _RANK = Recipe(
     reason="a rank filter: the sorted window makes it linear in the head's inputs",
 )
 
+_TWO_RANK_STEPS = dataclasses.replace(
+    _RANK,
+    reason="two rank steps: the sorted window of their support, the MLP composes them "
+    "(not benchmarked)",
+)
+
 #: For the other non-linear stages, the recipe that did best in benchmarks/quality.py.
 NONLINEAR_ARCH: dict[str, Recipe] = {
     "median": _RANK,
     "dilate": _RANK,
     "erode": _RANK,
-    "open": Recipe(
-        _RANK.arch,
-        _RANK.options,
-        "window",
-        _RANK.train,
-        _RANK.refine,
-        "two rank steps: the sorted window of their support, the MLP composes them "
-        "(not benchmarked)",
-    ),
-    "close": Recipe(
-        _RANK.arch,
-        _RANK.options,
-        "window",
-        _RANK.train,
-        _RANK.refine,
-        "two rank steps: the sorted window of their support, the MLP composes them "
-        "(not benchmarked)",
-    ),
+    "open": _TWO_RANK_STEPS,
+    "close": _TWO_RANK_STEPS,
     "bilateral": Recipe(
         "neighbourhood",
         {
