@@ -493,12 +493,12 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
 
 
 def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -> None:
-    import img2img.train as training
+    import img2img.train.batches as training
 
     seen = []
     for rank in range(3):
-        monkeypatch.setattr(training, "_world", lambda rank=rank: (rank, 3))
-        steps = training._plan(23, 8, seed=0, epoch=1, shuffle=True)
+        monkeypatch.setattr(training, "process_group", lambda rank=rank: (rank, 3))
+        steps = training.plan_epoch(23, 8, seed=0, epoch=1, shuffle=True)
         assert len(steps) == 3  # the same number of steps on every process
         seen.append(steps)
     for step in range(3):
@@ -508,8 +508,8 @@ def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -
         assert sorted(counted.tolist()) == sorted(set(counted.tolist())) and len(counted) == batch
         # averaging the processes' scaled means gives the mean over the whole batch
         assert sum(s.scale * s.count / max(s.count, 1) for s in shares) == pytest.approx(3.0)
-    monkeypatch.setattr(training, "_world", lambda: (2, 3))
-    last = training._plan(7, 3, 0, 1, True)[-1]  # 1 item for 3 processes: rank 2 has none
+    monkeypatch.setattr(training, "process_group", lambda: (2, 3))
+    last = training.plan_epoch(7, 3, 0, 1, True)[-1]  # 1 item for 3 processes: rank 2 has none
     assert last.count == 0 and last.scale == 0.0 and len(last.positions) == 1
 
 
