@@ -237,7 +237,7 @@ def plot_loss_comparison(
     Raises:
         ValueError: If no run has any loss.
     """
-    from img2img.viz import _finish, _new_figure, _styled, wrap_title
+    from img2img.viz.style import finish, new_figure, styled, wrap_title
 
     series = {name: (_curve(train), _curve(val)) for name, (train, val) in curves.items()}
     values = np.concatenate([np.concatenate(pair) for pair in series.values()] or [np.empty(0)])
@@ -249,9 +249,9 @@ def plot_loss_comparison(
     shifts = _single_point_shifts(series)
     import seaborn as sns
 
-    with _styled("whitegrid"):
+    with styled("whitegrid"):
         colours = sns.color_palette("tab10", max(len(series), 1))
-        fig = _new_figure(8.5, 4.8)
+        fig = new_figure(8.5, 4.8)
         ax = fig.add_subplot()
         handles: list[Any] = []
         for colour, (name, (train, val)) in zip(colours, series.items(), strict=False):
@@ -312,4 +312,4 @@ def plot_loss_comparison(
             fontsize="small",
             frameon=False,
         )
-        return _finish(fig, path)
+        return finish(fig, path)
