@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from img2img.checkpoint import load_model, read_metadata
-from img2img.cpuconv import is_tiny_conv, tiny_conv2d, tiny_conv_mode
+from img2img.cpuconv import is_tiny_conv, only_tiny_convs, tiny_conv2d, tiny_conv_mode
 from img2img.data import FilteredDataset, FolderCrops, folder_crops, to_float
 from img2img.models import create_img2img_model
 from img2img.train import TrainingDivergedError, train_model
@@ -304,6 +304,33 @@ def test_tiny_convolutions_equal_opencv_per_photo_and_leave_others_alone() -> No
     torch.testing.assert_close(strided, F.conv2d(x, w, stride=2))
     with pytest.raises(ValueError, match="tiny_conv2d: expected"):
         tiny_conv2d(x, wide[:, :1])
+
+
+@pytest.mark.parametrize(
+    ("arch", "options", "tiny"),
+    [
+        ("study", {}, True),
+        ("linear", {"kernel_size": 5, "depth": 2}, True),
+        ("can", {"width": 8, "depth": 3}, False),  # 8 x 8 channel pairs
+        ("structured", {}, False),  # a wide 1x1 MLP
+    ],
+)
+def test_networks_of_tiny_convolutions_train_on_one_pytorch_thread(
+    datasets, arch, options, tiny
+) -> None:
+    train, val = datasets
+    model = create_img2img_model(3, 1, arch, **options)
+    assert only_tiny_convs(model) is tiny
+    seen: list[int] = []
+    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_model(model, train, val, max_epochs=1, batch_size=4, progress=False, device="cpu")
+        assert seen and set(seen) == ({1} if tiny else {2})
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatch) -> None:

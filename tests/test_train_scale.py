@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -99,6 +100,13 @@ def _run_trainer(script: Path, photos: Path, folder: Path, mode: str) -> subproc
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _finish(process: subprocess.Popen, timeout: float = 120) -> str:
@@ -229,7 +237,7 @@ def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path) -
     for folder in logs.values():
         folder.mkdir()
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    launcher += ["--master_port", str(29500 + os.getpid() % 1000)]
+    launcher += ["--master_port", str(_free_port())]
     two = subprocess.Popen(
         [*launcher, str(script), str(mini_root), str(tmp_path / "run2"), str(logs["two"])],
         env=env,

@@ -38,7 +38,15 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["MAX_CHANNEL_PAIRS", "MAX_KERNEL_SIDE", "is_tiny_conv", "tiny_conv2d", "tiny_conv_mode"]
+__all__ = [
+    "MAX_CHANNEL_PAIRS",
+    "MAX_KERNEL_SIDE",
+    "is_tiny_conv",
+    "only_tiny_convs",
+    "tiny_conv2d",
+    "tiny_conv_mode",
+    "torch_threads",
+]
 
 #: Convolutions with at most this many (input, output) channel pairs take the OpenCV path.
 MAX_CHANNEL_PAIRS = 16
@@ -106,6 +114,52 @@ def is_tiny_conv(
     if ph < 0 or pw < 0 or 2 * ph > khe - 1 or 2 * pw > kwe - 1:
         return False
     return x.shape[2] + 2 * ph >= khe and x.shape[3] + 2 * pw >= kwe
+
+
+def only_tiny_convs(model: torch.nn.Module) -> bool:
+    """Whether every convolution of ``model`` is one :func:`is_tiny_conv` would take.
+
+    Judged from the layers alone (channels, kernel, dilation, stride, groups): a
+    model made only of such convolutions and cheap pointwise layers (the ``study``
+    and ``linear`` networks) spends its time in OpenCV, not in PyTorch's kernels.
+    """
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        kh, kw = conv.kernel_size
+        dh, dw = conv.dilation
+        if (
+            conv.in_channels * conv.out_channels > MAX_CHANNEL_PAIRS
+            or conv.groups != 1
+            or tuple(conv.stride) != (1, 1)
+            or max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) > MAX_KERNEL_SIDE
+        ):
+            return False
+    return bool(convs)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` PyTorch threads, then restore the previous number.
+
+    Training a network of tiny convolutions on the CPU gives PyTorch one thread:
+    its only work there is pointwise (ReLU, the loss, Adam) on small tensors,
+    and idle OpenMP threads spinning between those calls take the cores that
+    OpenCV's convolutions and the batch thread need. The convolutions' results
+    do not depend on the number of threads; PyTorch's sums (the loss's mean) may
+    differ from a many-thread run in float32 rounding.
+
+    Args:
+        count: Threads inside the block; ``None`` leaves the setting alone.
+    """
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _kernels(weight: torch.Tensor, dilation: tuple[int, int], flip: bool) -> list[list[np.ndarray]]:

@@ -12,7 +12,9 @@ Speed on the CPU comes from choices that change nothing of what is computed:
 convolutions with very few channels run through OpenCV (:mod:`img2img.cpuconv`:
 PyTorch's own are slow there), the targets are made by the filters' OpenCV
 paths, the next batch is made in a background thread while the model trains,
-and the L1 loss and Adam run fused. On a GPU the loss is read back every few
+the L1 loss and Adam run fused, and a network made only of such convolutions
+trains with one PyTorch thread (its OpenMP threads would spin on the cores
+OpenCV and the batch thread use). On a GPU the loss is read back every few
 steps, not every step, so the device is never made to wait. Under ``torchrun``
 each process trains on its shard of every batch with ``DistributedDataParallel``;
 losses are all-reduced, and only rank 0 writes.
@@ -35,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from img2img.checkpoint import save_model
-from img2img.cpuconv import tiny_conv_mode
+from img2img.cpuconv import only_tiny_convs, tiny_conv_mode, torch_threads
 from img2img.devices import resolve_device
 from img2img.train.batches import (
     all_reduce,
@@ -272,110 +274,114 @@ def train_model(
 
     from tqdm.auto import tqdm
 
-    try:
-        while progress.epoch < config.max_epochs and not progress.stopped:
-            epoch = progress.epoch + 1
-            network.train()
-            set_epoch(train_dataset, epoch)
-            steps = plan_epoch(len(train_dataset), config.batch_size, config.seed, epoch, True)
-            bar = tqdm(
-                total=len(steps),
-                desc=f"epoch {epoch}/{config.max_epochs}",
-                disable=not (config.progress and writer),
-                leave=False,
-                unit="batch",
-            )
-            losses = _Losses(device, epoch, bar)
-            # closing: stops the batch thread or DataLoader workers at once, whatever happens
-            with closing(iterate_batches(train_dataset, config, device, steps)) as batches:
-                for number, (step, (inputs, targets)) in enumerate(
-                    zip(steps, batches, strict=True), start=1
-                ):
-                    if not checked:
-                        check_pair(inputs, targets, channels)
-                        checked = True
-                    if config.channels_last:
-                        inputs = inputs.contiguous(memory_format=torch.channels_last)
-                    with tiny_conv_mode(fast), autocast:
-                        outputs = network(inputs)
-                    loss = loss_fn(outputs.float(), targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    (loss if step.scale == 1.0 else loss * step.scale).backward()
-                    optimizer.step()
-                    if losses.add(number, loss, step.count) or number == len(steps):
-                        losses.read()
-                        if config.time_budget is not None:
-                            (elapsed,) = all_reduce(
-                                [time.perf_counter() - started], device, op="max"
-                            )
-                            if elapsed > config.time_budget:
-                                progress.stopped = (
-                                    f"time budget of {config.time_budget:g} s reached"
+    # A network of tiny convolutions trains with one PyTorch thread (see torch_threads).
+    with torch_threads(1 if fast and only_tiny_convs(model) else None):
+        try:
+            while progress.epoch < config.max_epochs and not progress.stopped:
+                epoch = progress.epoch + 1
+                network.train()
+                set_epoch(train_dataset, epoch)
+                steps = plan_epoch(len(train_dataset), config.batch_size, config.seed, epoch, True)
+                bar = tqdm(
+                    total=len(steps),
+                    desc=f"epoch {epoch}/{config.max_epochs}",
+                    disable=not (config.progress and writer),
+                    leave=False,
+                    unit="batch",
+                )
+                losses = _Losses(device, epoch, bar)
+                # closing: stops the batch thread or DataLoader workers at once, whatever happens
+                with closing(iterate_batches(train_dataset, config, device, steps)) as batches:
+                    for number, (step, (inputs, targets)) in enumerate(
+                        zip(steps, batches, strict=True), start=1
+                    ):
+                        if not checked:
+                            check_pair(inputs, targets, channels)
+                            checked = True
+                        if config.channels_last:
+                            inputs = inputs.contiguous(memory_format=torch.channels_last)
+                        with tiny_conv_mode(fast), autocast:
+                            outputs = network(inputs)
+                        loss = loss_fn(outputs.float(), targets)
+                        optimizer.zero_grad(set_to_none=True)
+                        (loss if step.scale == 1.0 else loss * step.scale).backward()
+                        optimizer.step()
+                        if losses.add(number, loss, step.count) or number == len(steps):
+                            losses.read()
+                            if config.time_budget is not None:
+                                (elapsed,) = all_reduce(
+                                    [time.perf_counter() - started], device, op="max"
                                 )
-                                break
-            losses.read()
-            bar.close()
-            scheduler.step()
-            total, count = all_reduce([losses.total, float(losses.count)], device)
-            train_loss = total / max(count, 1)
-            val_loss = _evaluate(evaluator, val_dataset, config, device, loss_fn, fast)
-            if not math.isfinite(val_loss):
-                raise TrainingDivergedError(
-                    f"the validation loss became {val_loss} at epoch {epoch}"
-                )
-            progress.train_losses.append(train_loss)
-            progress.val_losses.append(val_loss)
-            progress.epoch = epoch
-            if val_loss < progress.best_val:
-                progress.best_val, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if save_best and writer:
-                    save_model(
+                                if elapsed > config.time_budget:
+                                    progress.stopped = (
+                                        f"time budget of {config.time_budget:g} s reached"
+                                    )
+                                    break
+                losses.read()
+                bar.close()
+                scheduler.step()
+                total, count = all_reduce([losses.total, float(losses.count)], device)
+                train_loss = total / max(count, 1)
+                val_loss = _evaluate(evaluator, val_dataset, config, device, loss_fn, fast)
+                if not math.isfinite(val_loss):
+                    raise TrainingDivergedError(
+                        f"the validation loss became {val_loss} at epoch {epoch}"
+                    )
+                progress.train_losses.append(train_loss)
+                progress.val_losses.append(val_loss)
+                progress.epoch = epoch
+                if val_loss < progress.best_val:
+                    progress.best_val, progress.best_epoch, progress.bad_epochs = val_loss, epoch, 0
+                    best_state = {
+                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                    }
+                    if save_best and writer:
+                        save_model(
+                            model,
+                            save_path,
+                            **metadata,
+                            epoch=epoch,
+                            val_loss=val_loss,
+                            train_config={
+                                k: v
+                                for k, v in asdict(config).items()
+                                if k not in ("metadata", "resume")
+                            },
+                        )
+                else:
+                    progress.bad_epochs += 1
+                    if (
+                        config.early_stopping_patience
+                        and progress.bad_epochs >= config.early_stopping_patience
+                    ):
+                        progress.stopped = (
+                            "early stopping: no better validation loss for "
+                            f"{progress.bad_epochs} epochs"
+                        )
+                if state_path is not None and writer:
+                    save_state(
+                        state_path,
                         model,
-                        save_path,
-                        **metadata,
-                        epoch=epoch,
-                        val_loss=val_loss,
-                        train_config={
-                            k: v
-                            for k, v in asdict(config).items()
-                            if k not in ("metadata", "resume")
-                        },
+                        optimizer,
+                        scheduler,
+                        progress,
+                        config,
+                        best_state,
+                        data_record,
+                        device,
                     )
-            else:
-                progress.bad_epochs += 1
-                if (
-                    config.early_stopping_patience
-                    and progress.bad_epochs >= config.early_stopping_patience
-                ):
-                    progress.stopped = (
-                        "early stopping: no better validation loss for "
-                        f"{progress.bad_epochs} epochs"
+                if config.progress and writer:
+                    tqdm.write(
+                        f"epoch {epoch:3d}/{config.max_epochs}  train {train_loss:.6g}  "
+                        f"val {val_loss:.6g}  lr {scheduler.get_last_lr()[0]:.3g}"
                     )
-            if state_path is not None and writer:
-                save_state(
-                    state_path,
-                    model,
-                    optimizer,
-                    scheduler,
-                    progress,
-                    config,
-                    best_state,
-                    data_record,
-                    device,
-                )
-            if config.progress and writer:
+        except KeyboardInterrupt:
+            if writer and state_path is not None:
                 tqdm.write(
-                    f"epoch {epoch:3d}/{config.max_epochs}  train {train_loss:.6g}  "
-                    f"val {val_loss:.6g}  lr {scheduler.get_last_lr()[0]:.3g}"
+                    f"interrupted: the state of epoch {progress.epoch} is saved in {state_path}; "
+                    "resume with resume=<that file> (`img2img train --resume RUN_DIR`)"
                 )
-    except KeyboardInterrupt:
-        if writer and state_path is not None:
-            tqdm.write(
-                f"interrupted: the state of epoch {progress.epoch} is saved in {state_path}; "
-                "resume with resume=<that file> (`img2img train --resume RUN_DIR`)"
-            )
-        raise
+            raise
     model.training_summary = {
         "epochs": progress.epoch,
         "best_epoch": progress.best_epoch,
