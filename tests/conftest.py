@@ -59,6 +59,19 @@ def large_photo() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[100:300, 100:400])
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's small tensors on one PyTorch thread, then restore the session's setting.
+
+    Such batches are too small for threads to pay off, and OpenMP threads that spin
+    while they wait make every op 10-50x slower on cores other processes share.
+    """
+    from img2img.cpuconv import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

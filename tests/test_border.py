@@ -11,18 +11,7 @@ import torch
 
 from img2img.border import BORDER_MODES, CV2_BORDER_FLAGS, check_border, pad2d
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Run this module's small tensors on one thread, then restore the session's setting.
-
-    These batches are too small for threads to pay off, and OpenMP threads that spin
-    while they wait make every op 10-50x slower on cores other processes share.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cv_pad(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -18,6 +16,7 @@ from img2img.cli import main
 from img2img.filters import create_filter
 from img2img.infer import apply_filter, apply_folder
 from img2img.models import create_img2img_model
+from pngs import png_header_only
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +39,6 @@ def linear_path(tmp_path: Path) -> Path:
     with torch.no_grad():
         model.layers[0].weight.copy_(create_filter("study-sobel").kernel.float())
     return save_model(model, tmp_path / "run" / "model.safetensors", filter="study-sobel")
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width x height`` (valid CRCs, no real data)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + payload))
-        return struct.pack(">I", len(payload)) + kind + payload + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _folder(root: Path, photo: np.ndarray) -> dict[str, Path]:
@@ -81,8 +64,8 @@ def _folder(root: Path, photo: np.ndarray) -> dict[str, Path]:
     Image.fromarray(photo).save(full, format="JPEG", quality=90)
     bad["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     full.unlink()
-    bad["zero_dim"].write_bytes(_png_header(0, 10))
-    bad["bomb"].write_bytes(_png_header(50_000, 50_000))
+    bad["zero_dim"].write_bytes(png_header_only(0, 10))
+    bad["bomb"].write_bytes(png_header_only(50_000, 50_000))
     return bad
 
 

@@ -26,7 +26,6 @@ by content; the first frame). The folder loaders list files by extension
 from __future__ import annotations
 
 import os
-import struct
 import warnings
 import zlib
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from img2img.data import load_filtered_dataset, load_image_folder
 from img2img.imageio import MAX_PIXELS, ImageReadError, read_image
 from img2img.infer import apply_filter
 from img2img.models import create_img2img_model
+from pngs import png_chunk, png_header_only
 
 pytestmark = pytest.mark.timeout(120)  # a reader that opened the FIFO would block forever
 
@@ -61,22 +61,6 @@ def _photo(seed: int = 0) -> np.ndarray:
         64 + 3 * x + rng.normal(0, 4, x.shape),
     ]
     return np.clip(np.dstack(channels), 0, 255).astype(np.uint8)
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width x height`` pixels, with valid CRCs and no pixel data."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + payload))
-        return struct.pack(">I", len(payload)) + kind + payload + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _encoded(photo: np.ndarray, suffix: str, **options) -> bytes:
@@ -217,9 +201,7 @@ def _chunk_bomb(kind: bytes) -> Callable[[Path], None]:
         data = _encoded(np.zeros((8, 8, 3), np.uint8), ".png")
         inflating = zlib.compress(b"\0" * 200_000_000, 9)
         payload = {b"zTXt": b"Comment\0\0", b"iCCP": b"profile\0\0"}[kind] + inflating
-        crc = struct.pack(">I", zlib.crc32(kind + payload))
-        chunk = struct.pack(">I", len(payload)) + kind + payload + crc
-        path.write_bytes(data[:33] + chunk + data[33:])  # right after IHDR
+        path.write_bytes(data[:33] + png_chunk(kind, payload) + data[33:])  # right after IHDR
 
     return make
 
@@ -237,13 +219,13 @@ CASES: list[Case] = [
     Case("truncated.png", _truncated(".png"), "truncated"),
     Case("text.png", _write(b"these are not pixels\n" * 20), "not a recognised image"),
     Case("html.jpg", _write(b"<!DOCTYPE html><html><body>404</body></html>\n"), "not a recognised"),
-    Case("zero-width.png", _write(_png_header_only(0, 10)), "zero dimension"),
+    Case("zero-width.png", _write(png_header_only(0, 10)), "zero dimension"),
     # 10^10 pixels claimed: beyond Pillow's own hard limit.
     Case(
-        "bomb.png", _write(_png_header_only(100_000, 100_000)), "more than the limit of 178,956,970"
+        "bomb.png", _write(png_header_only(100_000, 100_000)), "more than the limit of 178,956,970"
     ),
     # 2 * 10^8 pixels claimed: just over the default limit.
-    Case("bomb-over-limit.png", _write(_png_header_only(20_000, 10_000)), "more than the limit"),
+    Case("bomb-over-limit.png", _write(png_header_only(20_000, 10_000)), "more than the limit"),
     Case("truncated-gif-named.png", _truncated_gif, "truncated"),
     Case("text-chunk-bomb.png", _chunk_bomb(b"zTXt"), "Decompressed data too large"),
     Case("icc-profile-bomb.png", _chunk_bomb(b"iCCP"), "Decompressed data too large"),

@@ -125,6 +125,8 @@ class Recipe:
 POINTWISE_OF_LINEAR = {"magnitude", "threshold", "abs", "clip"}
 
 _GRADIENT_TRAIN = {"loss": "mse", "batch_size": 8}
+#: The L-BFGS polish of the neighbourhood recipes: photos, steps, share of the time budget.
+_REFINE = {"images": 128, "steps": 200, "share": 0.25}
 
 #: The recipe for pointwise functions of linear responses.
 POINTWISE_RECIPE = Recipe(
@@ -132,7 +134,7 @@ POINTWISE_RECIPE = Recipe(
     {"features": 8, "window": 1, "sort": False, "absolute": True, "hidden": 32, "layers": 2},
     "feature_size",
     {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-    {"images": 128, "steps": 200, "share": 0.25},
+    _REFINE,
     reason="a pointwise function of linear responses: linear features of its support, their "
     "absolute values (norms become linear) and a per-pixel MLP",
 )
@@ -142,7 +144,7 @@ _RANK = Recipe(
     {"features": 1, "feature_size": 1, "values": True, "sort": True, "hidden": 32, "layers": 2},
     "window",
     {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-    {"images": 128, "steps": 200, "share": 0.25},
+    _REFINE,
     reason="a rank filter: the sorted window makes it linear in the head's inputs",
 )
 
@@ -172,7 +174,7 @@ NONLINEAR_ARCH: dict[str, Recipe] = {
         },
         "window",
         {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-        {"images": 128, "steps": 200, "share": 0.25},
+        _REFINE,
         reason="a weighted mean of its window, weights falling with the difference to the "
         "centre: linear smoothing + an MLP of the (absolute) differences",
     ),
@@ -181,7 +183,7 @@ NONLINEAR_ARCH: dict[str, Recipe] = {
         {"features": 4, "window": 3, "sort": False, "absolute": True, "hidden": 64, "layers": 3},
         "feature_size",
         {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-        {"images": 64, "steps": 200, "share": 0.25},
+        {**_REFINE, "images": 64},
         reason="absolute derivatives over a 3x3 window: what non-maximum suppression and the "
         "thresholds compare (the hysteresis is not local)",
     ),

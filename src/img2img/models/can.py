@@ -15,17 +15,10 @@ import torch
 from torch import nn
 
 from img2img.models.layers import BorderConv2d
+from img2img.models.options import check_int
 from img2img.models.registry import register_arch
 
 __all__ = ["AdaptiveNorm", "ContextAggregationNet", "can_dilations"]
-
-
-def _check_int(argument: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}; got {value!r}")
-    return value
 
 
 def can_dilations(depth: int, dilation_cap: int | None = None) -> list[int]:
@@ -42,9 +35,9 @@ def can_dilations(depth: int, dilation_cap: int | None = None) -> list[int]:
         >>> can_dilations(5), can_dilations(7, dilation_cap=8)
         ([1, 2, 4, 8, 1], [1, 2, 4, 8, 8, 8, 1])
     """
-    _check_int("depth", depth, 1)
+    check_int("depth", depth, 1)
     if dilation_cap is not None:
-        _check_int("dilation_cap", dilation_cap, 1)
+        check_int("dilation_cap", dilation_cap, 1)
     dilations = [1] + [2**i for i in range(1, depth - 1)] + ([1] if depth > 1 else [])
     if dilation_cap is not None:
         dilations = [min(d, dilation_cap) for d in dilations]
@@ -73,6 +66,10 @@ class AdaptiveNorm(nn.Module):
         return self.a * x + self.b * self.bn(x)
 
 
+@register_arch(
+    "can",
+    "context-aggregation network (Chen et al. 2017): dilated 3x3 convs, adaptive BN, LeakyReLU",
+)
 class ContextAggregationNet(nn.Module):
     """A context-aggregation network: dilated 3x3 convolutions, adaptive norm, LeakyReLU, 1x1 out.
 
@@ -106,6 +103,13 @@ class ContextAggregationNet(nn.Module):
     0.0018 against 0.0026 with 0.01). At 0.25 the initial output deviates from the
     identity by about 0.2 RMS on photos.
 
+    The defaults (24 channels, 5 layers with dilations 1, 2, 4, 8, 1) give a
+    33-pixel receptive field, about 22k parameters and about 21k multiply-adds
+    per pixel: it covers every local filter of the registry (OpenCV kernels are
+    at most 31 wide) and fits inside a 64x64 training photo, where larger
+    dilations would mostly sample the reflected border, while a training step on
+    a batch of 64x64 photos stays a fraction of a second on a laptop CPU.
+
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
@@ -130,7 +134,7 @@ class ContextAggregationNet(nn.Module):
         init_noise: float = 0.25,
     ) -> None:
         super().__init__()
-        _check_int("width", width, 1)
+        check_int("width", width, 1)
         if isinstance(init_noise, bool) or not isinstance(init_noise, (int, float)):
             raise TypeError(f"init_noise must be a non-negative number; got {init_noise!r}")
         if not init_noise >= 0 or init_noise == float("inf"):
@@ -185,32 +189,3 @@ class ContextAggregationNet(nn.Module):
     def receptive_field(self) -> int:
         """``1 + 2 * sum(dilations)``: 33 for the default depth 5."""
         return 1 + 2 * sum(self.dilations)
-
-
-@register_arch(
-    "can",
-    "context-aggregation network (Chen et al. 2017): dilated 3x3 convs, adaptive BN, LeakyReLU",
-)
-def can(
-    in_channels: int,
-    out_channels: int,
-    *,
-    width: int = 24,
-    depth: int = 5,
-    border: str = "reflect101",
-    dilation_cap: int | None = None,
-    init_noise: float = 0.25,
-) -> nn.Module:
-    """A context-aggregation network (see :class:`ContextAggregationNet`).
-
-    The defaults (24 channels, 5 layers with dilations 1, 2, 4, 8, 1) give a
-    33-pixel receptive field, about 22k parameters and about 21k multiply-adds
-    per pixel: it covers every local filter of the registry (OpenCV kernels are
-    at most 31 wide) and fits inside a 64x64 training photo, where larger
-    dilations would mostly sample the reflected border, while a training step on
-    a batch of 64x64 photos stays a fraction of a second on a laptop CPU.
-    ``init_noise=0.25`` is explained in :class:`ContextAggregationNet`.
-    """
-    return ContextAggregationNet(
-        in_channels, out_channels, width, depth, border, dilation_cap, init_noise
-    )

@@ -23,27 +23,18 @@ from torch import nn
 
 from img2img.border import check_border, pad2d
 from img2img.models.layers import BorderConv2d
+from img2img.models.options import check_bool, check_int
 from img2img.models.registry import register_arch
 from img2img.models.structured import ACTIVATIONS
 
 __all__ = ["NeighbourhoodNet"]
 
 
-def _check_int(argument: str, value: object, minimum: int, *, odd: bool = False) -> int:
-    kind = f"an odd integer >= {minimum}" if odd else f"an integer >= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be {kind}; got {value!r}")
-    if value < minimum or (odd and value % 2 == 0):
-        raise ValueError(f"{argument} must be {kind}; got {value!r}")
-    return value
-
-
-def _check_bool(argument: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{argument} must be a bool; got {value!r}")
-    return value
-
-
+@register_arch(
+    "neighbourhood",
+    "each pixel's window of linear features (in place, absolute, sorted) then a linear + MLP "
+    "head; for rank filters, bilateral, edges",
+)
 class NeighbourhoodNet(nn.Module):
     """Linear features, the window of each around every pixel (in place and sorted), then a head.
 
@@ -68,6 +59,10 @@ class NeighbourhoodNet(nn.Module):
     L1 gradient norm of Canny), sums of ``|u . g|`` over directions ``u`` (the
     Euclidean norm ``|g|`` to within a percent with eight directions), and the
     comparisons of non-maximum suppression (``|gy| < tan(22.5 deg) |gx|``).
+
+    The defaults (one 1x1 feature, a learnt gray, its 3x3 window in place and
+    sorted, two hidden layers of 32) hold every 3x3 rank filter of a gray image
+    exactly in the linear part, in about 1.8k parameters.
 
     Args:
         in_channels: Input channels.
@@ -105,15 +100,15 @@ class NeighbourhoodNet(nn.Module):
         border: str = "reflect101",
     ) -> None:
         super().__init__()
-        _check_int("features", features, 1)
-        _check_int("feature_size", feature_size, 1, odd=True)
-        _check_int("window", window, 1, odd=True)
-        _check_int("hidden", hidden, 1)
-        _check_int("layers", layers, 0)
-        _check_bool("values", values)
-        _check_bool("sort", sort)
-        _check_bool("absolute", absolute)
-        _check_bool("relative", relative)
+        check_int("features", features, 1)
+        check_int("feature_size", feature_size, 1, odd=True)
+        check_int("window", window, 1, odd=True)
+        check_int("hidden", hidden, 1)
+        check_int("layers", layers, 0)
+        check_bool("values", values)
+        check_bool("sort", sort)
+        check_bool("absolute", absolute)
+        check_bool("relative", relative)
         if not (values or absolute or sort):
             raise ValueError(
                 "values, absolute and sort cannot all be False: the head would see nothing"
@@ -214,47 +209,3 @@ class NeighbourhoodNet(nn.Module):
     def receptive_field(self) -> int:
         """``feature_size + window - 1``: the head is pointwise."""
         return self.features.receptive_field() + self.window - 1
-
-
-@register_arch(
-    "neighbourhood",
-    "each pixel's window of linear features (in place, absolute, sorted) then a linear + MLP "
-    "head; for rank filters, bilateral, edges",
-)
-def neighbourhood(
-    in_channels: int,
-    out_channels: int,
-    *,
-    features: int = 1,
-    feature_size: int = 1,
-    window: int = 3,
-    values: bool = True,
-    sort: bool = True,
-    absolute: bool = False,
-    relative: bool = False,
-    hidden: int = 32,
-    layers: int = 2,
-    activation: str = "relu",
-    border: str = "reflect101",
-) -> nn.Module:
-    """A neighbourhood network (see :class:`NeighbourhoodNet`).
-
-    The defaults (one 1x1 feature, a learnt gray, its 3x3 window in place and
-    sorted, two hidden layers of 32) hold every 3x3 rank filter of a gray image
-    exactly in the linear part, in about 1.8k parameters.
-    """
-    return NeighbourhoodNet(
-        in_channels,
-        out_channels,
-        features,
-        feature_size,
-        window,
-        values,
-        sort,
-        absolute,
-        relative,
-        hidden,
-        layers,
-        activation,
-        border,
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -25,9 +25,9 @@ class ArchEntry:
 
     Attributes:
         name: Registry name (``"study"``, ``"linear"``, ...).
-        factory: ``factory(in_channels, out_channels, **options) -> nn.Module``.
+        factory: ``factory(in_channels, out_channels, **options) -> nn.Module`` (a network class).
         description: One line for ``img2img archs`` and the docs.
-        defaults: The factory's keyword options and their defaults.
+        defaults: The factory's options and their defaults.
     """
 
     name: str
@@ -38,18 +38,26 @@ class ArchEntry:
 
 _ARCHS: dict[str, ArchEntry] = {}
 
+F = TypeVar("F", bound=Callable[..., nn.Module])
 
-def register_arch(name: str, description: str) -> Callable[[Callable[..., nn.Module]], Callable]:
-    """Decorator: register ``factory(in_channels, out_channels, **options)`` under ``name``."""
 
-    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def register_arch(name: str, description: str) -> Callable[[F], F]:
+    """Decorator: register ``factory(in_channels, out_channels, **options)`` under ``name``.
+
+    ``factory`` is a network class or a function. Its options are the parameters
+    after the two channel counts that have a default, and their defaults are the
+    architecture's.
+    """
+
+    def decorate(factory: F) -> F:
         if name in _ARCHS:
             raise RuntimeError(f"architecture {name!r} is already registered")
-        signature = inspect.signature(factory)
+        parameters = list(inspect.signature(factory).parameters.values())[2:]
         defaults = {
-            key: p.default
-            for key, p in signature.parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            p.name: p.default
+            for p in parameters
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         }
         _ARCHS[name] = ArchEntry(name, factory, description, defaults)
         return factory

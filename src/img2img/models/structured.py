@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from img2img.models.layers import BorderConv2d
+from img2img.models.options import check_int
 from img2img.models.registry import register_arch
 
 __all__ = ["ACTIVATIONS", "StructuredNet"]
@@ -28,14 +29,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def _check_int(argument: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{argument} must be an integer >= {minimum}; got {value!r}")
-    return value
-
-
+@register_arch(
+    "structured",
+    "linear kxk features (and their squares) then a per-pixel MLP; for pointwise functions "
+    "of linear responses",
+)
 class StructuredNet(nn.Module):
     """Linear ``k x k`` features, optionally their squares, then a 1x1-convolution MLP.
 
@@ -50,6 +48,10 @@ class StructuredNet(nn.Module):
     values need no help: ``|f| = relu(f) + relu(-f)`` is exact with ReLU. The
     default activation is ReLU because the pointwise parts of the filters in the
     registry (absolute values, thresholds, clipping) are piecewise linear.
+
+    The defaults (eight 3x3 features, two hidden layers of 32) hold the
+    derivative pairs of a 3x3 Sobel or Scharr, a blur and a Laplacian with room
+    to spare, in about 1.9k parameters.
 
     Args:
         in_channels: Input channels.
@@ -78,10 +80,10 @@ class StructuredNet(nn.Module):
         border: str = "reflect101",
     ) -> None:
         super().__init__()
-        _check_int("kernel_size", kernel_size, 1)
-        _check_int("features", features, 1)
-        _check_int("hidden", hidden, 1)
-        _check_int("layers", layers, 0)
+        check_int("kernel_size", kernel_size, 1)
+        check_int("features", features, 1)
+        check_int("hidden", hidden, 1)
+        check_int("layers", layers, 0)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
         if not isinstance(squares, bool):
@@ -106,39 +108,3 @@ class StructuredNet(nn.Module):
     def receptive_field(self) -> int:
         """``kernel_size``: the MLP is pointwise."""
         return self.features.receptive_field()
-
-
-@register_arch(
-    "structured",
-    "linear kxk features (and their squares) then a per-pixel MLP; for pointwise functions "
-    "of linear responses",
-)
-def structured(
-    in_channels: int,
-    out_channels: int,
-    *,
-    kernel_size: int = 3,
-    features: int = 8,
-    hidden: int = 32,
-    layers: int = 2,
-    activation: str = "relu",
-    squares: bool = True,
-    border: str = "reflect101",
-) -> nn.Module:
-    """A structured network (see :class:`StructuredNet`).
-
-    The defaults (eight 3x3 features, two hidden layers of 32) hold the
-    derivative pairs of a 3x3 Sobel or Scharr, a blur and a Laplacian with room
-    to spare, in about 1.9k parameters.
-    """
-    return StructuredNet(
-        in_channels,
-        out_channels,
-        kernel_size,
-        features,
-        hidden,
-        layers,
-        activation,
-        squares,
-        border,
-    )

@@ -11,6 +11,9 @@ from img2img.models.registry import register_arch
 __all__ = ["LinearNet", "StudyNet"]
 
 
+@register_arch(
+    "study", "the study's 3-layer CNN (3x3 convs, ReLU, zero padding); 48 params for RGB->1"
+)
 class StudyNet(nn.Module):
     """The study's three-layer CNN: conv1 (in -> out), ReLU, conv2, ReLU, conv3; all 3x3.
 
@@ -44,6 +47,7 @@ class StudyNet(nn.Module):
         return 7
 
 
+@register_arch("linear", "a stack of convolutions without activation; exact for linear filters")
 class LinearNet(nn.Module):
     """A stack of convolutions with no activation: an affine filter of its input.
 
@@ -88,26 +92,3 @@ class LinearNet(nn.Module):
     def receptive_field(self) -> int:
         """``depth * (kernel_size - 1) + 1``."""
         return 1 + sum(layer.receptive_field() - 1 for layer in self.layers)
-
-
-@register_arch(
-    "study", "the study's 3-layer CNN (3x3 convs, ReLU, zero padding); 48 params for RGB->1"
-)
-def study(in_channels: int, out_channels: int, *, border: str = "constant") -> nn.Module:
-    """The study's network (see :class:`StudyNet`)."""
-    return StudyNet(in_channels, out_channels, border)
-
-
-@register_arch("linear", "a stack of convolutions without activation; exact for linear filters")
-def linear(
-    in_channels: int,
-    out_channels: int,
-    *,
-    kernel_size: int = 5,
-    depth: int = 1,
-    width: int | None = None,
-    border: str = "reflect101",
-    bias: bool = True,
-) -> nn.Module:
-    """A linear stack (see :class:`LinearNet`)."""
-    return LinearNet(in_channels, out_channels, kernel_size, depth, width, border, bias)

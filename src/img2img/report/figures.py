@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from img2img.report.folder import RunFiles, lookup, one_line
 from img2img.report.page import PNG_SIGNATURE
+from img2img.viz.losses import loss_axes
 
 __all__ = ["ReportFigure", "collect_figures", "figure_png", "plot_loss_comparison"]
 
@@ -292,14 +292,7 @@ def plot_loss_comparison(
                 label="training",
             ),
         ]
-        if log_scale:
-            ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if longest == 1:
-            ax.set_xlim(0.5, 1.5)
-            ax.set_xticks([1])
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel("L1 loss (mean absolute error)")
+        loss_axes(ax, longest, log_scale)
         heading = title or f"Loss curves of {len(series)} run{'s' if len(series) != 1 else ''}"
         ax.set_title(wrap_title(heading, 70))
         ax.legend(handles=styles, loc="best", fontsize="small")

@@ -12,7 +12,25 @@ from matplotlib.ticker import MaxNLocator
 
 from img2img.viz.style import finish, new_figure, styled
 
-__all__ = ["plot_losses"]
+__all__ = ["loss_axes", "plot_losses"]
+
+
+def loss_axes(ax: Any, epochs: int, log_scale: bool) -> None:
+    """Axes of a loss-per-epoch plot: integer epochs (one epoch centred), labels, log scale.
+
+    Args:
+        ax: The matplotlib axes.
+        epochs: The most epochs any curve on it has.
+        log_scale: Whether the loss axis is logarithmic.
+    """
+    if log_scale:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs == 1:
+        ax.set_xlim(0.5, 1.5)
+        ax.set_xticks([1])
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("L1 loss (mean absolute error)")
 
 
 def _as_losses(values: Any, argument: str, *, allow_empty: bool) -> np.ndarray:
@@ -86,14 +104,7 @@ def plot_losses(
                     zorder=3,
                     label=f"best validation: {val[best]:.4g} (epoch {epochs[best]})",
                 )
-        if log_scale:
-            ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if epochs_shown == 1:
-            ax.set_xlim(0.5, 1.5)
-            ax.set_xticks([1])
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel("L1 loss (mean absolute error)")
+        loss_axes(ax, epochs_shown, log_scale)
         ax.set_title(title or "Training and validation loss")
         ax.legend(loc="best")
         return finish(fig, path)
