@@ -16,7 +16,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from img2img.checkpoint import load_model, read_metadata
-from img2img.cpuconv import is_tiny_conv, only_tiny_convs, tiny_conv2d, tiny_conv_mode
+from img2img.cpuconv import (
+    is_tiny_conv,
+    only_tiny_convs,
+    tiny_conv2d,
+    tiny_conv_mode,
+    torch_threads,
+)
 from img2img.data import FilteredDataset, FolderCrops, folder_crops, to_float
 from img2img.models import create_img2img_model
 from img2img.train import TrainingDivergedError, train_model
@@ -323,14 +329,10 @@ def test_networks_of_tiny_convolutions_train_on_one_pytorch_thread(
     assert only_tiny_convs(model) is tiny
     seen: list[int] = []
     model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         train_model(model, train, val, max_epochs=1, batch_size=4, progress=False, device="cpu")
         assert seen and set(seen) == ({1} if tiny else {2})
         assert torch.get_num_threads() == 2  # restored
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatch) -> None:
