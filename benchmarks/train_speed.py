@@ -14,6 +14,11 @@ annealing, a validation pass every epoch.
   ``Adam(lr=1e-3)``, ``CosineAnnealingLR``, ``loss.item()`` every step, and the
   same validation pass (one image at a time).
 
+* **img2img in several processes**: the same ``train_model`` call under
+  ``torchrun --nproc_per_node=2`` (``--processes``) on the same cores, each
+  process training on its half of every batch of 128 (DistributedDataParallel
+  over gloo), as the README's multi-process command runs it.
+
 Images per second count training images over the wall time of whole epochs
 (validation included, for both). The two alternate, ``--repeat`` rounds each,
 and the medians are compared, so a machine busy with other work slows both
@@ -149,14 +154,26 @@ def study_loop(arch: str, pairs: list, val_pairs: list, epochs: int) -> float:
     return len(pairs) * epochs / (time.perf_counter() - start)
 
 
-def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> dict:
-    """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio."""
+def _datasets(photos: np.ndarray) -> tuple[FilteredDataset, FilteredDataset]:
+    """The training and validation sets every comparison uses: the first photos validate."""
     n_val = max(8, len(photos) // 64)
     train = FilteredDataset(photos, FILTER, indices=np.arange(n_val, len(photos)), source="bench")
     val = FilteredDataset(photos, FILTER, indices=np.arange(n_val), source="bench")
-    n_study = min(study_images, len(train))
-    pairs = [train[i] for i in range(n_study)]
-    val_pairs = [val[i] for i in range(max(1, n_val * n_study // len(train)))]
+    return train, val
+
+
+def _study_pairs(train: FilteredDataset, val: FilteredDataset, count: int) -> tuple[list, list]:
+    """The study's loop's data: float pairs of the first ``count`` photos, validation in proportion."""
+    count = min(count, len(train))
+    pairs = [train[i] for i in range(count)]
+    val_pairs = [val[i] for i in range(max(1, len(val) * count // len(train)))]
+    return pairs, val_pairs
+
+
+def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> dict:
+    """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio."""
+    train, val = _datasets(photos)
+    pairs, val_pairs = _study_pairs(train, val, study_images)
     ours(arch, FilteredDataset(photos[:512], FILTER), val, 1)  # warm-up
     study_loop(arch, pairs[:32], val_pairs[:2], 1)
     ours_rates, study_rates = [], []
@@ -167,12 +184,26 @@ def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> di
             f"  {arch}: img2img {ours_rates[-1]:8.0f} img/s   study's loop {study_rates[-1]:7.0f} img/s",
             flush=True,
         )
+    return _row(arch, 1, train, val, len(pairs), ours_rates, study_rates)
+
+
+def _row(
+    arch: str,
+    processes: int,
+    train: FilteredDataset,
+    val: FilteredDataset,
+    study_images: int,
+    ours_rates: list[float],
+    study_rates: list[float],
+) -> dict:
+    """One table row: both loops' medians over the rounds, and their ratio."""
     ours_median, study_median = statistics.median(ours_rates), statistics.median(study_rates)
     return {
         "arch": arch,
+        "processes": processes,
         "train_images": len(train),
         "val_images": len(val),
-        "study_images": n_study,
+        "study_images": study_images,
         "ours_images_per_s": round(ours_median),
         "study_images_per_s": round(study_median),
         "ratio": round(ours_median / study_median, 2),
@@ -180,6 +211,82 @@ def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> di
         "ours_runs": [round(r) for r in ours_rates],
         "study_runs": [round(r) for r in study_rates],
     }
+
+
+# -- several processes ----------------------------------------------------------------------------
+
+
+def processes_child(path: str, result: str) -> None:
+    """One ``torchrun`` rank: a warm-up epoch, then one timed epoch; rank 0 writes the rate."""
+    import torch.distributed as dist
+
+    from img2img.distributed import cleanup_distributed, setup_distributed
+
+    rank, world, _ = setup_distributed("cpu")
+    cv2.setNumThreads(torch.get_num_threads())  # OMP_NUM_THREADS, as torchrun sets it
+    photos = np.load(path)
+    train, val = _datasets(photos)
+    ours("study", FilteredDataset(photos[:512], FILTER), val, 1)  # warm-up
+    dist.barrier()
+    start = time.perf_counter()
+    ours("study", train, val, 1)
+    dist.barrier()
+    seconds = time.perf_counter() - start
+    if rank == 0:
+        record = {"images_per_s": len(train) / seconds, "threads": torch.get_num_threads()}
+        Path(result).write_text(json.dumps({**record, "processes": world}))
+    cleanup_distributed()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def compare_processes(photos: np.ndarray, processes: int, study_images: int, repeat: int) -> dict:
+    """``train_model`` under ``torchrun --nproc_per_node=processes`` against the study's loop.
+
+    Each process gets ``cores // processes`` threads (``OMP_NUM_THREADS``) and its
+    share of every batch of 128; the global batch, hence the training, is the one
+    of a single process. A round is one ``torchrun`` launch (its start-up and
+    warm-up epoch not timed), then one round of the study's loop in this process.
+    """
+    train, val = _datasets(photos)
+    pairs, val_pairs = _study_pairs(train, val, study_images)
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    ours_rates, study_rates = [], []
+    with tempfile.TemporaryDirectory(prefix="img2img-processes-") as folder:
+        path, result = Path(folder) / "photos.npy", Path(folder) / "result.json"
+        np.save(path, photos)
+        for _ in range(repeat):
+            launch = subprocess.run(
+                [
+                    *(sys.executable, "-m", "torch.distributed.run"),
+                    *(f"--nproc_per_node={processes}", f"--master_port={_free_port()}"),
+                    *(__file__, "--processes-child", str(path), "--result", str(result)),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if launch.returncode != 0 or not result.exists():
+                raise RuntimeError(f"torchrun failed:\n{launch.stdout}\n{launch.stderr}")
+            record = json.loads(result.read_text())
+            result.unlink()
+            ours_rates.append(record["images_per_s"])
+            study_rates.append(study_loop("study", pairs, val_pairs, 1))
+            print(
+                f"  study, {processes} processes: img2img {ours_rates[-1]:8.0f} img/s   "
+                f"study's loop {study_rates[-1]:7.0f} img/s",
+                flush=True,
+            )
+    row = _row("study", processes, train, val, len(pairs), ours_rates, study_rates)
+    return {"threads": record["threads"], **row}
 
 
 # -- where one step's time goes ------------------------------------------------------------------
@@ -332,6 +439,13 @@ def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
 # -- report ----------------------------------------------------------------------------------------
 
 
+def _setting(row: dict) -> str:
+    """``2 thread(s)`` or ``2 processes of 1 thread``."""
+    if row.get("processes", 1) > 1:
+        return f"{row['processes']} processes of {row['threads']} thread(s)"
+    return f"{row['threads']} thread(s)"
+
+
 def write_results(report: dict, out: Path = RESULTS) -> None:
     """``train_speed.json`` and ``.md`` in ``out`` (by default ``benchmarks/results/``)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -346,14 +460,15 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         f"{report['repeat']} alternating rounds; one epoch each, validation included. torch "
         f"{report['torch']}, OpenCV {report['opencv']}.",
         "",
-        "| network | threads | img2img img/s | study's loop img/s | ratio | photos (img2img / study) "
-        "| img2img options | img2img rounds | study rounds |",
-        "|---|---:|---:|---:|---:|---|---|---|---|",
+        "| network | processes | threads | img2img img/s | study's loop img/s | ratio "
+        "| photos (img2img / study) | img2img options | img2img rounds | study rounds |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     for row in report["speed"]:
         options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
         lines.append(
-            f"| `{row['arch']}` | {row['threads']} | {row['ours_images_per_s']} | "
+            f"| `{row['arch']}` | {row['processes']} | {row['threads']} | "
+            f"{row['ours_images_per_s']} | "
             f"{row['study_images_per_s']} | "
             f"**{row['ratio']}x** | {row['train_images']} / {row['study_images']} | {options} | "
             f"{row['ours_runs']} | {row['study_runs']} |"
@@ -371,8 +486,16 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         "`train_model` trains a network made only of few-channel convolutions (the study's) "
         "with OpenCV's threads and one PyTorch thread.",
         "",
+        "The row with several processes runs `torchrun --nproc_per_node=N` on the same cores "
+        "(each process with `cores / N` threads, its share of every batch of 128, gradients "
+        "averaged by DistributedDataParallel over gloo): the training is the single process's, "
+        "but each process has its own interpreter lock, and with no core to spare each makes "
+        "its batches inline instead of in a background thread. Its rate counts one timed epoch "
+        "per `torchrun` launch, after the processes started and trained a warm-up epoch; the "
+        "study's loop runs in this process between launches.",
+        "",
         *[
-            f"Target for the `study` network on {row['threads']} thread(s): at least "
+            f"Target for the `study` network with {_setting(row)}: at least "
             f"{TARGET_RATIO:g}x the study's loop: "
             + ("**met**" if row["ratio"] >= TARGET_RATIO else f"**not met** ({row['ratio']}x)")
             + "."
@@ -411,9 +534,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="PyTorch and OpenCV threads")
     parser.add_argument("--memory-images", type=int, default=None, help="synthetic set size")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md and .json")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="torchrun processes for the last row (0: none)"
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--processes-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes_child:  # threads as torchrun set them
+        processes_child(args.processes_child, args.result)
+        return
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     if args.memory_child:
@@ -457,6 +588,14 @@ def main() -> None:
         report["speed"].append({"threads": threads, **row})
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
+    if args.processes > 1:
+        # The same cores shared by several processes (torchrun), each with its own GIL.
+        print(f" study, {args.processes} processes:", flush=True)
+        count = min(images, args.images or IMAGES["study"][0])
+        study_images = min(IMAGES["study"][1], count)
+        report["speed"].append(
+            compare_processes(photos[:count], args.processes, study_images, repeat)
+        )
     print("one step of 128 photos:")
     report["breakdown"] = breakdown(photos[: max(BATCH, min(len(photos), 2048))])
     for row in report["breakdown"]:
@@ -467,7 +606,8 @@ def main() -> None:
     memory = report["memory"]
     print(f"  peak RSS {memory['peak_rss_mb']} MB over {memory['seconds']} s ({memory['stopped']})")
     for row in report["speed"]:
-        print(f"{row['arch']}, {row['threads']} thread(s): {row['ratio']}x the study's loop")
+        target = f" (target {TARGET_RATIO:g}x)" if row["arch"] == "study" else ""
+        print(f"{row['arch']}, {_setting(row)}: {row['ratio']}x the study's loop{target}")
     write_results(report, args.out)
 
 

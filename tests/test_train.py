@@ -354,6 +354,60 @@ def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatc
 # -- data paths ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("cores", "local", "spare"),
+    [
+        (2, None, True),  # one process on two cores: a core for the batch thread
+        (2, "2", False),  # torchrun --nproc_per_node=2 on two cores: none
+        (4, "2", True),
+        (1, None, False),
+        (2, "two", True),  # not a number: taken as one process
+    ],
+)
+def test_a_batch_thread_only_with_a_core_to_spare(monkeypatch, cores, local, spare) -> None:
+    import img2img.train.batches as batches
+
+    monkeypatch.setattr(batches.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    if local is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    assert batches.spare_core() is spare
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_batches_are_made_where_a_core_is_free_with_the_same_training(
+    datasets, monkeypatch, spare
+) -> None:
+    import threading
+
+    import img2img.train.batches as batches
+
+    train, val = datasets
+    makers: set[str] = set()
+    gather = FilteredDataset.uint8
+
+    def spied(self, positions):
+        makers.add(threading.current_thread().name)
+        return gather(self, positions)
+
+    monkeypatch.setattr(FilteredDataset, "uint8", spied)
+    monkeypatch.setattr(batches, "spare_core", lambda: spare)
+    torch.manual_seed(3)
+    model = create_img2img_model(3, 1, "study")
+    losses = train_model(model, train, val, max_epochs=2, batch_size=4, seed=1, progress=False)
+    # validation batches are always made inline; training batches in the thread if spare
+    assert ("img2img-batches" in makers) is spare
+    monkeypatch.setattr(batches, "spare_core", lambda: not spare)
+    torch.manual_seed(3)
+    again = create_img2img_model(3, 1, "study")
+    assert (
+        train_model(again, train, val, max_epochs=2, batch_size=4, seed=1, progress=False) == losses
+    )
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_worker_processes_give_the_same_training(datasets, start) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -197,7 +198,8 @@ def iterate_batches(
                 )
             else:
                 batches = (dataset.batch(step.positions, device) for step in steps)
-            yield from _ahead(batches) if device.type == "cpu" and len(steps) > 1 else batches
+            ahead = device.type == "cpu" and len(steps) > 1 and spare_core()
+            yield from _ahead(batches) if ahead else batches
             return
         raw = (
             device.type != "cpu"
@@ -217,6 +219,25 @@ def iterate_batches(
     loader = _loader(dataset, config, device, batch_sampler=batches)
     for inputs, targets in _batches_from(loader, config):
         yield inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
+def spare_core() -> bool:
+    """Whether this process has a core to spare for making the next batch in a thread.
+
+    It has unless the processes started on this machine (``LOCAL_WORLD_SIZE``,
+    set by ``torchrun``) leave it fewer than two of the cores it may run on: two
+    processes on two cores each keep one core busy training, and a batch thread
+    would only take turns with them.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return cores // local >= 2
 
 
 def _ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -11,7 +11,9 @@ it had never stopped.
 Speed on the CPU comes from choices that change nothing of what is computed:
 convolutions with very few channels run through OpenCV (:mod:`img2img.cpuconv`:
 PyTorch's own are slow there), the targets are made by the filters' OpenCV
-paths, the next batch is made in a background thread while the model trains,
+paths, the next batch is made in a background thread while the model trains
+(when the process has a core to spare: not for ``torchrun`` processes that
+already share out the cores),
 the L1 loss and Adam run fused, and a network made only of such convolutions
 trains with one PyTorch thread (its OpenMP threads would spin on the cores
 OpenCV and the batch thread use). On a GPU the loss is read back every few
