@@ -367,7 +367,8 @@ def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatc
 def test_a_batch_thread_only_with_a_core_to_spare(monkeypatch, cores, local, spare) -> None:
     import img2img.train.batches as batches
 
-    monkeypatch.setattr(batches.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    cpus = set(range(cores))
+    monkeypatch.setattr(batches.os, "sched_getaffinity", lambda _pid: cpus, raising=False)
     if local is None:
         monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     else:

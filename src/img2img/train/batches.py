@@ -31,6 +31,7 @@ __all__ = [
     "plan_epoch",
     "process_group",
     "set_epoch",
+    "spare_core",
 ]
 
 
