@@ -440,7 +440,7 @@ def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
 
 
 def _setting(row: dict) -> str:
-    """``2 thread(s)`` or ``2 processes of 1 thread``."""
+    """``2 thread(s)``, or ``2 processes of 1 thread(s)`` for a ``torchrun`` row."""
     if row.get("processes", 1) > 1:
         return f"{row['processes']} processes of {row['threads']} thread(s)"
     return f"{row['threads']} thread(s)"
@@ -535,7 +535,10 @@ def main() -> None:
     parser.add_argument("--memory-images", type=int, default=None, help="synthetic set size")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md and .json")
     parser.add_argument(
-        "--processes", type=int, default=2, help="torchrun processes for the last row (0: none)"
+        "--processes",
+        type=int,
+        default=2,
+        help="torchrun processes for the last row (below 2: no such row)",
     )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--processes-child", default=None, help=argparse.SUPPRESS)
