@@ -376,9 +376,8 @@ def test_a_batch_thread_only_with_a_core_to_spare(monkeypatch, cores, local, spa
     assert batches.spare_core() is spare
 
 
-@pytest.mark.parametrize("spare", [True, False])
 def test_batches_are_made_where_a_core_is_free_with_the_same_training(
-    datasets, monkeypatch, spare
+    datasets, monkeypatch
 ) -> None:
     import threading
 
@@ -393,20 +392,19 @@ def test_batches_are_made_where_a_core_is_free_with_the_same_training(
         return gather(self, positions)
 
     monkeypatch.setattr(FilteredDataset, "uint8", spied)
-    monkeypatch.setattr(batches, "spare_core", lambda: spare)
-    torch.manual_seed(3)
-    model = create_img2img_model(3, 1, "study")
-    losses = train_model(model, train, val, max_epochs=2, batch_size=4, seed=1, progress=False)
-    # validation batches are always made inline; training batches in the thread if spare
-    assert ("img2img-batches" in makers) is spare
-    monkeypatch.setattr(batches, "spare_core", lambda: not spare)
-    torch.manual_seed(3)
-    again = create_img2img_model(3, 1, "study")
-    assert (
-        train_model(again, train, val, max_epochs=2, batch_size=4, seed=1, progress=False) == losses
-    )
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, again.state_dict()[key]), key
+    results = []
+    for spare in (True, False):
+        makers.clear()
+        monkeypatch.setattr(batches, "spare_core", lambda spare=spare: spare)
+        torch.manual_seed(3)
+        model = create_img2img_model(3, 1, "study")
+        losses = train_model(model, train, val, max_epochs=2, batch_size=4, seed=1, progress=False)
+        # validation batches are always made inline; training batches in the thread if spare
+        assert ("img2img-batches" in makers) is spare
+        results.append((losses, model.state_dict()))
+    assert results[0][0] == results[1][0]
+    for key, value in results[0][1].items():
+        assert torch.equal(value, results[1][1][key]), key
 
 
 @pytest.mark.timeout(180)
