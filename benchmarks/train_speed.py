@@ -14,6 +14,12 @@ annealing, a validation pass every epoch.
   ``Adam(lr=1e-3)``, ``CosineAnnealingLR``, ``loss.item()`` every step, and the
   same validation pass (one image at a time).
 
+* **img2img compiled**: the same call with ``compile=True``: on the CPU the
+  study's chain of convolutions trains as fused loops compiled by
+  ``torch.compile`` (:mod:`img2img.flatconv`). Its first call compiles (or
+  finds Inductor's on-disk cache); that call is the warm-up, timed and
+  reported apart, not counted in the rate.
+
 * **img2img in several processes**: the same ``train_model`` call under
   ``torchrun --nproc_per_node=2`` (``--processes``) on the same cores, each
   process training on its half of every batch of 128 (DistributedDataParallel
@@ -107,8 +113,14 @@ OPTIONS = {"study": {}, "can": {"channels_last": True}}
 IMAGES = {"study": (4096, 1024), "can": (512, 64)}
 
 
-def ours(arch: str, train: FilteredDataset, val: FilteredDataset, epochs: int) -> float:
-    """Images per second of ``train_model``."""
+def ours(
+    arch: str,
+    train: FilteredDataset,
+    val: FilteredDataset,
+    epochs: int,
+    compiled: bool = False,
+) -> float:
+    """Images per second of ``train_model`` (with ``compile=True`` when ``compiled``)."""
     torch.manual_seed(0)
     model = create_img2img_model(3, 1, arch)
     start = time.perf_counter()
@@ -122,7 +134,7 @@ def ours(arch: str, train: FilteredDataset, val: FilteredDataset, epochs: int) -
         early_stopping_patience=0,
         progress=False,
         device="cpu",
-        **OPTIONS[arch],
+        **_options(arch, compiled),
     )
     return len(train) * epochs / (time.perf_counter() - start)
 
@@ -170,21 +182,34 @@ def _study_pairs(train: FilteredDataset, val: FilteredDataset, count: int) -> tu
     return pairs, val_pairs
 
 
-def compare(arch: str, photos: np.ndarray, study_images: int, repeat: int) -> dict:
+def _options(arch: str, compiled: bool) -> dict:
+    """``train_model`` options of a row."""
+    return {**OPTIONS[arch], **({"compile": True} if compiled else {})}
+
+
+def compare(
+    arch: str, photos: np.ndarray, study_images: int, repeat: int, compiled: bool = False
+) -> dict:
     """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio."""
     train, val = _datasets(photos)
     pairs, val_pairs = _study_pairs(train, val, study_images)
-    ours(arch, FilteredDataset(photos[:512], FILTER), val, 1)  # warm-up
+    start = time.perf_counter()
+    ours(arch, FilteredDataset(photos[:512], FILTER), val, 1, compiled)  # warm-up
+    warm_up = time.perf_counter() - start
     study_loop(arch, pairs[:32], val_pairs[:2], 1)
     ours_rates, study_rates = [], []
     for _ in range(repeat):
-        ours_rates.append(ours(arch, train, val, 1))
+        ours_rates.append(ours(arch, train, val, 1, compiled))
         study_rates.append(study_loop(arch, pairs, val_pairs, 1))
         print(
-            f"  {arch}: img2img {ours_rates[-1]:8.0f} img/s   study's loop {study_rates[-1]:7.0f} img/s",
+            f"  {arch}{' compiled' if compiled else ''}: img2img {ours_rates[-1]:8.0f} img/s   "
+            f"study's loop {study_rates[-1]:7.0f} img/s",
             flush=True,
         )
-    return _row(arch, 1, train, val, len(pairs), ours_rates, study_rates)
+    row = _row(arch, 1, train, val, len(pairs), ours_rates, study_rates, compiled)
+    if compiled:
+        row["first_call_s"] = round(warm_up, 1)
+    return row
 
 
 def _row(
@@ -195,6 +220,7 @@ def _row(
     study_images: int,
     ours_rates: list[float],
     study_rates: list[float],
+    compiled: bool = False,
 ) -> dict:
     """One table row: both loops' medians over the rounds, and their ratio."""
     ours_median, study_median = statistics.median(ours_rates), statistics.median(study_rates)
@@ -207,7 +233,7 @@ def _row(
         "ours_images_per_s": round(ours_median),
         "study_images_per_s": round(study_median),
         "ratio": round(ours_median / study_median, 2),
-        "options": OPTIONS[arch],
+        "options": _options(arch, compiled),
         "ours_runs": [round(r) for r in ours_rates],
         "study_runs": [round(r) for r in study_rates],
     }
@@ -336,6 +362,18 @@ def breakdown(photos: np.ndarray, repeat: int = 15) -> list[dict]:
     timed(f"targets ({FILTER})", filter_only, True)
     timed("forward + backward + Adam (OpenCV convolutions)", step, True)
     timed("forward + backward + Adam (PyTorch convolutions)", step, False)
+
+    from img2img.flatconv import FusedTrainer, fusable_chain
+
+    fused = FusedTrainer(fusable_chain(model), "l1", None)
+    fused(*batch).backward()  # compiles (or finds the cache)
+
+    def fused_step(_positions):
+        optimizer.zero_grad(set_to_none=True)
+        fused(*batch).backward()
+        optimizer.step()
+
+    timed("forward + backward + Adam (compile=True: fused loops)", fused_step, False)
     return rows
 
 
@@ -440,10 +478,11 @@ def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
 
 
 def _setting(row: dict) -> str:
-    """``2 thread(s)``, or ``2 processes of 1 thread(s)`` for a ``torchrun`` row."""
+    """``2 thread(s)``, ``compile=True, 2 thread(s)``, or ``2 processes of 1 thread(s)``."""
     if row.get("processes", 1) > 1:
         return f"{row['processes']} processes of {row['threads']} thread(s)"
-    return f"{row['threads']} thread(s)"
+    compiled = "compile=True, " if row["options"].get("compile") else ""
+    return f"{compiled}{row['threads']} thread(s)"
 
 
 def write_results(report: dict, out: Path = RESULTS) -> None:
@@ -485,6 +524,19 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         "rows compare the two loops core for core. `threads` is the process's setting; "
         "`train_model` trains a network made only of few-channel convolutions (the study's) "
         "with OpenCV's threads and one PyTorch thread.",
+        "",
+        "The `compile=True` rows train the same network as fused loops that `torch.compile` "
+        "makes from it (`img2img.flatconv`: the batch's photos laid end to end with zeros "
+        "around each, every convolution a sum of shifted slices); those loops use all of the "
+        "process's threads and hold the interpreter lock, so batches are made inline. The "
+        "first call of such a run compiles (a C++ compiler at run time; Inductor keeps the "
+        "result in its on-disk cache): it is the warm-up, not counted in the rate, and took "
+        + ", ".join(
+            f"{row['first_call_s']} s ({_setting(row)})"
+            for row in report["speed"]
+            if "first_call_s" in row
+        )
+        + " here, 512 photos included.",
         "",
         "The row with several processes runs `torchrun --nproc_per_node=N` on the same cores "
         "(each process with `cores / N` threads, its share of every batch of 128, gradients "
@@ -576,18 +628,20 @@ def main() -> None:
     report["speed"] = []
     # Both loops under the same threads; also both on one thread, where the study's loop
     # (one image per step, hundreds of tiny operations) loses nothing to thread hand-offs.
-    settings = [(arch, args.threads) for arch in archs]
+    # The study network also with compile=True (fused loops).
+    settings = [(arch, args.threads, False) for arch in archs]
+    settings.insert(1, ("study", args.threads, True))
     if args.threads != 1:
-        settings.append(("study", 1))
-    for arch, threads in settings:
+        settings += [("study", 1, False), ("study", 1, True)]
+    for arch, threads, compiled in settings:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        print(f" {arch}, {threads} thread(s):", flush=True)
+        print(f" {arch}{', compiled' if compiled else ''}, {threads} thread(s):", flush=True)
         ours_images, study_images = IMAGES[arch]
         if args.images:
             ours_images = args.images
         count = min(images, ours_images)
-        row = compare(arch, photos[:count], min(study_images, count), repeat)
+        row = compare(arch, photos[:count], min(study_images, count), repeat, compiled)
         report["speed"].append({"threads": threads, **row})
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

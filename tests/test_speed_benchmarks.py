@@ -52,19 +52,32 @@ def test_train_speed_benchmark(tmp_path: Path) -> None:
     report, table = _run("train_speed", tmp_path)
     rows = report["speed"]
     assert {row["arch"] for row in rows} == {"study"}
-    # one process on 2 threads and on 1; two torchrun processes sharing the cores
+    # one process on 2 threads and on 1, each also with compile=True (fused loops);
+    # two torchrun processes sharing the cores
     shared = max(1, (os.cpu_count() or 1) // 2)
-    assert {(row["processes"], row["threads"]) for row in rows} == {(1, 2), (1, 1), (2, shared)}
+    settings = {
+        (row["processes"], row["threads"], row["options"].get("compile", False)) for row in rows
+    }
+    assert settings == {
+        (1, 2, False),
+        (1, 2, True),
+        (1, 1, False),
+        (1, 1, True),
+        (2, shared, False),
+    }
+    compiled = [row for row in rows if row["options"].get("compile")]
+    assert all(row["first_call_s"] > 0 and f"{row['first_call_s']} s" in table for row in compiled)
     for row in rows:
         assert _rate(row["ours_images_per_s"]) and _rate(row["study_images_per_s"])
         assert row["ratio"] == pytest.approx(
             row["ours_images_per_s"] / row["study_images_per_s"], rel=0.01
         )
         assert f"**{row['ratio']}x**" in table
-    assert table.count("Target for the `study` network") == 3
+    assert table.count("Target for the `study` network") == 5
     assert {part["part"] for part in report["breakdown"]} >= {
         "forward + backward + Adam (OpenCV convolutions)",
         "forward + backward + Adam (PyTorch convolutions)",
+        "forward + backward + Adam (compile=True: fused loops)",
     }
     memory = report["memory"]
     assert memory["images"] == 10_000 and memory["stopped"] == "max_epochs reached"

@@ -554,7 +554,8 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    model = create_img2img_model(3, 1, "study")
+    # not a chain of zero-padded convolutions (it reflects at the border): compiled whole
+    model = create_img2img_model(3, 1, "linear", kernel_size=3)
     with pytest.warns(UserWarning, match="CUDA only"):
         train_model(
             model,
@@ -567,11 +568,42 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
             channels_last=True,
         )
     assert compiled == [model]
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="worker_start must be one of"):
         train_model(model, train, val, worker_start="thread")
     with pytest.raises(ValueError, match="time_budget must be a positive number"):
         train_model(model, train, val, time_budget=0)
+
+
+def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, monkeypatch) -> None:
+    import img2img.train.loop as loop
+
+    train, val = datasets
+    backgrounds = []
+    iterate = loop.iterate_batches
+
+    def spy(dataset, *args, **kwargs):
+        if dataset is train:
+            backgrounds.append(kwargs.get("background", True))
+        return iterate(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "iterate_batches", spy)
+    results = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = create_img2img_model(3, 1, "study")
+        # batches of 5, 5 and 2: the last reuses the loops compiled for the first
+        losses = train_model(
+            model, train, val, max_epochs=2, batch_size=5, progress=False, compile=compiled
+        )
+        results[compiled] = (losses, model.state_dict())
+    assert backgrounds == [True, True, False, False]  # fused loops: batches made inline
+    (eager_train, eager_val), eager_weights = results[False]
+    (fused_train, fused_val), fused_weights = results[True]
+    assert fused_train == pytest.approx(eager_train, rel=1e-4)
+    assert fused_val == pytest.approx(eager_val, rel=1e-4)
+    for name, value in eager_weights.items():
+        assert torch.allclose(fused_weights[name], value, rtol=1e-4, atol=1e-6), name
 
 
 def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -> None:

@@ -42,6 +42,10 @@ class StudyNet(nn.Module):
         x = self.relu2(self.conv2(x))
         return self.conv3(x)
 
+    def layer_chain(self) -> list[nn.Module]:
+        """The layers in the order :meth:`forward` applies them (``compile=True`` fuses them)."""
+        return [self.conv1, self.relu1, self.conv2, self.relu2, self.conv3]
+
     def receptive_field(self) -> int:
         """7: three 3x3 convolutions."""
         return 7
@@ -88,6 +92,10 @@ class LinearNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``."""
         return self.layers(x)
+
+    def layer_chain(self) -> list[nn.Module]:
+        """The layers in the order :meth:`forward` applies them (``compile=True`` fuses them)."""
+        return list(self.layers)
 
     def receptive_field(self) -> int:
         """``depth * (kernel_size - 1) + 1``."""

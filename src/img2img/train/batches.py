@@ -187,8 +187,13 @@ def iterate_batches(
     config: TrainConfig,
     device: torch.device,
     steps: list[Step],
+    background: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(inputs, targets)`` on ``device`` for each of ``steps``."""
+    """Yield ``(inputs, targets)`` on ``device`` for each of ``steps``.
+
+    With ``background`` (and a core to spare, :func:`spare_core`), batches made in
+    this process on the CPU are made one ahead in a thread.
+    """
     if hasattr(dataset, "batch"):
         if config.num_workers == 0:
             if device.type == "cpu" and isinstance(dataset, (FilteredDataset, FolderCrops)):
@@ -199,7 +204,7 @@ def iterate_batches(
                 )
             else:
                 batches = (dataset.batch(step.positions, device) for step in steps)
-            ahead = device.type == "cpu" and len(steps) > 1 and spare_core()
+            ahead = background and device.type == "cpu" and len(steps) > 1 and spare_core()
             yield from _ahead(batches) if ahead else batches
             return
         raw = (

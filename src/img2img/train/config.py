@@ -41,7 +41,7 @@ class TrainConfig:
     channels_last: bool = (
         False  # NHWC memory format: faster for wide networks (can) on CUDA and CPU
     )
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the model (CPU: fused loops, img2img.flatconv)
     state_path: str | None = None  # resumable state written after every epoch
     resume: str | None = None  # a state file (or a run folder holding state.pt) to resume from
     metadata: dict | None = None  # extras saved with the best model (filter spec, data, ...)

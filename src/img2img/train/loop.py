@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from img2img.checkpoint import save_model
 from img2img.cpuconv import only_tiny_convs, tiny_conv_mode, torch_threads
 from img2img.devices import resolve_device
+from img2img.flatconv import SUM_LOSSES, FusedTrainer, fusable_chain
 from img2img.train.batches import (
     all_reduce,
     check_pair,
@@ -259,25 +260,40 @@ def train_model(
         network = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if on_cuda else None
         )
-    if config.compile:
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=bool(config.amp) and on_cuda
+    )
+    loss_fn = LOSSES[config.loss]
+    # compile=True on the CPU: a chain of tiny convolutions trains as fused loops
+    # (img2img.flatconv); any other network is handed to torch.compile whole.
+    chain = (
+        fusable_chain(model)
+        if config.compile and device.type == "cpu" and world == 1 and config.loss in SUM_LOSSES
+        else None
+    )
+    if config.compile and chain is None:
         network = torch.compile(network)
     evaluator = network if world == 1 else model  # evaluation needs no gradient exchange
-    loss_fn = LOSSES[config.loss]
+    # Few-channel convolutions run through OpenCV on the CPU (not under torch.compile).
+    fast = device.type == "cpu" and (chain is not None or not config.compile)
+
+    def eager_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with tiny_conv_mode(fast), autocast:
+            outputs = network(inputs)
+        return loss_fn(outputs.float(), targets)
+
+    fused = FusedTrainer(chain, config.loss, eager_loss) if chain is not None else None
     metadata = dict(config.metadata or {})
     state_path = Path(config.state_path) if config.state_path else None
     writer = rank == 0
     started = time.perf_counter()
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=bool(config.amp) and on_cuda
-    )
-    # Few-channel convolutions run through OpenCV on the CPU (not under torch.compile).
-    fast = device.type == "cpu" and not config.compile
     checked = False
 
     from tqdm.auto import tqdm
 
-    # A network of tiny convolutions trains with one PyTorch thread (see torch_threads).
-    with torch_threads(1 if fast and only_tiny_convs(model) else None):
+    # A network of tiny convolutions trains with one PyTorch thread (see torch_threads);
+    # its fused loops (compile=True) with all of them.
+    with torch_threads(1 if fast and fused is None and only_tiny_convs(model) else None):
         try:
             while progress.epoch < config.max_epochs and not progress.stopped:
                 epoch = progress.epoch + 1
@@ -292,8 +308,12 @@ def train_model(
                     unit="batch",
                 )
                 losses = _Losses(device, epoch, bar)
-                # closing: stops the batch thread or DataLoader workers at once, whatever happens
-                with closing(iterate_batches(train_dataset, config, device, steps)) as batches:
+                # closing: stops the batch thread or DataLoader workers at once, whatever happens.
+                # The fused loops hold the interpreter lock and use every core: no batch thread.
+                batches = iterate_batches(
+                    train_dataset, config, device, steps, background=fused is None
+                )
+                with closing(batches):
                     for number, (step, (inputs, targets)) in enumerate(
                         zip(steps, batches, strict=True), start=1
                     ):
@@ -302,9 +322,7 @@ def train_model(
                             checked = True
                         if config.channels_last:
                             inputs = inputs.contiguous(memory_format=torch.channels_last)
-                        with tiny_conv_mode(fast), autocast:
-                            outputs = network(inputs)
-                        loss = loss_fn(outputs.float(), targets)
+                        loss = (fused or eager_loss)(inputs, targets)
                         optimizer.zero_grad(set_to_none=True)
                         (loss if step.scale == 1.0 else loss * step.scale).backward()
                         optimizer.step()
