@@ -155,7 +155,7 @@ class FlatLayout:
         mask = self._masks.get(count)
         if mask is None:
             self._check(count)
-            mask = torch.zeros(1, 2 * self.margin + self.length)
+            mask = torch.zeros(1, 2 * self.margin + self.length, dtype=torch.float32)
             self._interior(mask, self.margin)[:, :count].fill_(1.0)
             self._masks[count] = mask
         return mask
@@ -172,7 +172,9 @@ class FlatLayout:
         key = (name, channels)
         flat = self._buffers.get(key)
         if flat is None or flat.shape[1] != 2 * margin + self.length:
-            flat = self._buffers[key] = torch.zeros(channels, 2 * margin + self.length)
+            flat = self._buffers[key] = torch.zeros(
+                channels, 2 * margin + self.length, dtype=torch.float32
+            )
         interior = self._interior(flat, margin)
         interior[:, :count].copy_(images.transpose(0, 1))
         if count < self.batch:
@@ -286,7 +288,7 @@ def loss_arguments(
         layout.pack(inputs, "inputs", layout.margin),
         layout.pack(targets, "targets", 0),
         layout.mask(count),
-        torch.tensor(float(values)),
+        torch.tensor(float(values), dtype=torch.float32),
     )
 
 

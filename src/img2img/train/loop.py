@@ -16,8 +16,11 @@ paths, the next batch is made in a background thread while the model trains
 already share out the cores),
 the L1 loss and Adam run fused, and a network made only of such convolutions
 trains with one PyTorch thread (its OpenMP threads would spin on the cores
-OpenCV and the batch thread use). On a GPU the loss is read back every few
-steps, not every step, so the device is never made to wait. Under ``torchrun``
+OpenCV and the batch thread use). With ``compile=True`` on the CPU, such a
+network made as a plain chain (the study's) trains instead as fused loops compiled
+from it (:mod:`img2img.flatconv`), with all threads and batches made inline. On
+a GPU the loss is read back every few steps, not every step, so the device is
+never made to wait. Under ``torchrun``
 each process trains on its shard of every batch with ``DistributedDataParallel``;
 losses are all-reduced, and only rank 0 writes.
 """
