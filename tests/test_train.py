@@ -606,6 +606,46 @@ def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, mo
         assert torch.allclose(fused_weights[name], value, rtol=1e-4, atol=1e-6), name
 
 
+def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkeypatch) -> None:
+    import img2img.train.loop as loop
+
+    train, val = datasets
+    backgrounds = []
+    iterate = loop.iterate_batches
+
+    def spy(dataset, *args, **kwargs):
+        if dataset is train:
+            backgrounds.append(kwargs.get("background", True))
+        return iterate(dataset, *args, **kwargs)
+
+    def no_compiler(module, **options):
+        def step(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+        return step
+
+    monkeypatch.setattr(loop, "iterate_batches", spy)
+    torch.manual_seed(0)
+    expected = train_model(
+        create_img2img_model(3, 1, "study"), train, val, max_epochs=2, progress=False
+    )
+    backgrounds.clear()
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match=r"could not compile .*No working C\+\+ compiler"):
+        losses = train_model(
+            create_img2img_model(3, 1, "study"),
+            train,
+            val,
+            max_epochs=2,
+            progress=False,
+            compile=True,
+        )
+    assert backgrounds == [False, True]  # the batch thread is back once compiling failed
+    assert losses[0] == pytest.approx(expected[0], rel=1e-5)
+    assert losses[1] == pytest.approx(expected[1], rel=1e-5)
+
+
 def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -> None:
     import img2img.train.batches as training
 

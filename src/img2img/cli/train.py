@@ -91,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the model; on the CPU the study and zero-border linear networks "
-        "train as fused loops, about twice as fast (needs a C++ compiler; the first step compiles)",
+        "train as fused loops, 1.5-2x as fast (needs a C++ compiler; the first step compiles)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")

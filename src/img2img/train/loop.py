@@ -20,9 +20,9 @@ OpenCV and the batch thread use). With ``compile=True`` on the CPU, such a
 network made as a plain chain (the study's) trains instead as fused loops compiled
 from it (:mod:`img2img.flatconv`), with all threads and batches made inline. On
 a GPU the loss is read back every few steps, not every step, so the device is
-never made to wait. Under ``torchrun``
-each process trains on its shard of every batch with ``DistributedDataParallel``;
-losses are all-reduced, and only rank 0 writes.
+never made to wait. Under ``torchrun`` each process trains on its shard of every
+batch with ``DistributedDataParallel``; losses are all-reduced, and only rank 0
+writes.
 """
 
 from __future__ import annotations
@@ -313,8 +313,9 @@ def train_model(
                 losses = _Losses(device, epoch, bar)
                 # closing: stops the batch thread or DataLoader workers at once, whatever happens.
                 # The fused loops hold the interpreter lock and use every core: no batch thread.
+                inline = fused is not None and fused.failed is None
                 batches = iterate_batches(
-                    train_dataset, config, device, steps, background=fused is None
+                    train_dataset, config, device, steps, background=not inline
                 )
                 with closing(batches):
                     for number, (step, (inputs, targets)) in enumerate(
