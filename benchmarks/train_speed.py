@@ -20,10 +20,10 @@ annealing, a validation pass every epoch.
   finds Inductor's on-disk cache); that call is the warm-up, timed and
   reported apart, not counted in the rate.
 
-* **img2img in several processes**: the same ``train_model`` call under
-  ``torchrun --nproc_per_node=2`` (``--processes``) on the same cores, each
-  process training on its half of every batch of 128 (DistributedDataParallel
-  over gloo), as the README's multi-process command runs it.
+* **img2img in several processes**: the same ``train_model`` calls (without and
+  with ``compile=True``) under ``torchrun --nproc_per_node=2`` (``--processes``)
+  on the same cores, each process training on its half of every batch of 128
+  (gradients averaged over gloo), as the README's multi-process command runs it.
 
 Images per second count training images over the wall time of whole epochs
 (validation included, for both). The two alternate, ``--repeat`` rounds each,
@@ -242,7 +242,7 @@ def _row(
 # -- several processes ----------------------------------------------------------------------------
 
 
-def processes_child(path: str, result: str) -> None:
+def processes_child(path: str, result: str, compiled: bool = False) -> None:
     """One ``torchrun`` rank: a warm-up epoch, then one timed epoch; rank 0 writes the rate."""
     import torch.distributed as dist
 
@@ -252,10 +252,10 @@ def processes_child(path: str, result: str) -> None:
     cv2.setNumThreads(torch.get_num_threads())  # OMP_NUM_THREADS, as torchrun sets it
     photos = np.load(path)
     train, val = _datasets(photos)
-    ours("study", FilteredDataset(photos[:512], FILTER), val, 1)  # warm-up
+    ours("study", FilteredDataset(photos[:512], FILTER), val, 1, compiled)  # warm-up
     dist.barrier()
     start = time.perf_counter()
-    ours("study", train, val, 1)
+    ours("study", train, val, 1, compiled)
     dist.barrier()
     seconds = time.perf_counter() - start
     if rank == 0:
@@ -272,7 +272,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def compare_processes(photos: np.ndarray, processes: int, study_images: int, repeat: int) -> dict:
+def compare_processes(
+    photos: np.ndarray, processes: int, study_images: int, repeat: int, compiled: bool = False
+) -> dict:
     """``train_model`` under ``torchrun --nproc_per_node=processes`` against the study's loop.
 
     Each process gets ``cores // processes`` threads (``OMP_NUM_THREADS``) and its
@@ -294,6 +296,7 @@ def compare_processes(photos: np.ndarray, processes: int, study_images: int, rep
                     *(sys.executable, "-m", "torch.distributed.run"),
                     *(f"--nproc_per_node={processes}", f"--master_port={_free_port()}"),
                     *(__file__, "--processes-child", str(path), "--result", str(result)),
+                    *(["--compiled"] if compiled else []),
                 ],
                 env=env,
                 capture_output=True,
@@ -307,11 +310,12 @@ def compare_processes(photos: np.ndarray, processes: int, study_images: int, rep
             ours_rates.append(record["images_per_s"])
             study_rates.append(study_loop("study", pairs, val_pairs, 1))
             print(
-                f"  study, {processes} processes: img2img {ours_rates[-1]:8.0f} img/s   "
+                f"  study{' compiled' if compiled else ''}, {processes} processes: "
+                f"img2img {ours_rates[-1]:8.0f} img/s   "
                 f"study's loop {study_rates[-1]:7.0f} img/s",
                 flush=True,
             )
-    row = _row("study", processes, train, val, len(pairs), ours_rates, study_rates)
+    row = _row("study", processes, train, val, len(pairs), ours_rates, study_rates, compiled)
     return {"threads": record["threads"], **row}
 
 
@@ -478,10 +482,10 @@ def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
 
 
 def _setting(row: dict) -> str:
-    """``2 thread(s)``, ``compile=True, 2 thread(s)``, or ``2 processes of 1 thread(s)``."""
-    if row.get("processes", 1) > 1:
-        return f"{row['processes']} processes of {row['threads']} thread(s)"
+    """``2 thread(s)``, ``compile=True, 2 thread(s)``, ``2 processes of 1 thread(s)``..."""
     compiled = "compile=True, " if row["options"].get("compile") else ""
+    if row.get("processes", 1) > 1:
+        return f"{compiled}{row['processes']} processes of {row['threads']} thread(s)"
     return f"{compiled}{row['threads']} thread(s)"
 
 
@@ -538,13 +542,14 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         )
         + " here, 512 photos included.",
         "",
-        "The row with several processes runs `torchrun --nproc_per_node=N` on the same cores "
+        "The rows with several processes run `torchrun --nproc_per_node=N` on the same cores "
         "(each process with `cores / N` threads, its share of every batch of 128, gradients "
-        "averaged by DistributedDataParallel over gloo): the training is the single process's, "
-        "but each process has its own interpreter lock, and with no core to spare each makes "
-        "its batches inline instead of in a background thread. Its rate counts one timed epoch "
-        "per `torchrun` launch, after the processes started and trained a warm-up epoch; the "
-        "study's loop runs in this process between launches.",
+        "averaged over gloo: by DistributedDataParallel, or after each backward pass of the "
+        "fused loops with `compile=True`): the training is the single process's, but each "
+        "process has its own interpreter lock, and with no core to spare each makes its batches "
+        "inline instead of in a background thread. Their rates count one timed epoch per "
+        "`torchrun` launch, after the processes started and trained a warm-up epoch (which "
+        "compiles, with `compile=True`); the study's loop runs in this process between launches.",
         "",
         *[
             f"Target for the `study` network with {_setting(row)}: at least "
@@ -595,10 +600,11 @@ def main() -> None:
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--processes-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=600.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes_child:  # threads as torchrun set them
-        processes_child(args.processes_child, args.result)
+        processes_child(args.processes_child, args.result, args.compiled)
         return
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -647,12 +653,16 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     if args.processes > 1:
         # The same cores shared by several processes (torchrun), each with its own GIL.
-        print(f" study, {args.processes} processes:", flush=True)
         count = min(images, args.images or IMAGES["study"][0])
         study_images = min(IMAGES["study"][1], count)
-        report["speed"].append(
-            compare_processes(photos[:count], args.processes, study_images, repeat)
-        )
+        for compiled in (False, True):
+            print(
+                f" study{', compiled' if compiled else ''}, {args.processes} processes:",
+                flush=True,
+            )
+            report["speed"].append(
+                compare_processes(photos[:count], args.processes, study_images, repeat, compiled)
+            )
     print("one step of 128 photos:")
     report["breakdown"] = breakdown(photos[: max(BATCH, min(len(photos), 2048))])
     for row in report["breakdown"]:

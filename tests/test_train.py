@@ -575,19 +575,25 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
         train_model(model, train, val, time_budget=0)
 
 
-def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, monkeypatch) -> None:
+def _record_batch_threads(train: Dataset, monkeypatch) -> list[bool]:
+    """Whether each of ``train``'s epochs is allowed a batch thread, as train_model asks."""
     import img2img.train.loop as loop
 
-    train, val = datasets
-    backgrounds = []
+    asked = []
     iterate = loop.iterate_batches
 
     def spy(dataset, *args, **kwargs):
         if dataset is train:
-            backgrounds.append(kwargs.get("background", True))
+            asked.append(kwargs.get("background", True))
         return iterate(dataset, *args, **kwargs)
 
     monkeypatch.setattr(loop, "iterate_batches", spy)
+    return asked
+
+
+def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, monkeypatch) -> None:
+    train, val = datasets
+    backgrounds = _record_batch_threads(train, monkeypatch)
     results = {}
     for compiled in (False, True):
         torch.manual_seed(0)
@@ -607,16 +613,8 @@ def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, mo
 
 
 def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkeypatch) -> None:
-    import img2img.train.loop as loop
-
     train, val = datasets
-    backgrounds = []
-    iterate = loop.iterate_batches
-
-    def spy(dataset, *args, **kwargs):
-        if dataset is train:
-            backgrounds.append(kwargs.get("background", True))
-        return iterate(dataset, *args, **kwargs)
+    backgrounds = _record_batch_threads(train, monkeypatch)
 
     def no_compiler(module, **options):
         def step(*args):
@@ -624,7 +622,6 @@ def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkey
 
         return step
 
-    monkeypatch.setattr(loop, "iterate_batches", spy)
     torch.manual_seed(0)
     expected = train_model(
         create_img2img_model(3, 1, "study"), train, val, max_epochs=2, progress=False

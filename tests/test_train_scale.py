@@ -199,7 +199,7 @@ DISTRIBUTED = textwrap.dedent(
     from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 
-    root, out, log_dir = sys.argv[1:4]
+    root, out, log_dir, compiled = sys.argv[1:5]
     rank = int(os.environ.get("RANK", "0"))
     writes = []
 
@@ -211,17 +211,28 @@ DISTRIBUTED = textwrap.dedent(
 
     for module in (img2img.checkpoint, img2img.runs, img2img.train.state):
         module.atomic_write = logged(module.atomic_write)
+    import img2img.train.loop
+    trainers = []
+
+    class Recorded(img2img.train.loop.FusedTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    img2img.train.loop.FusedTrainer = Recorded
     result = train_run(
         out,
         DataConfig(data=root, limit=48, seed=1),
         ModelConfig(arch="study"),
-        {"max_epochs": 2, "batch_size": 12, "device": "cpu", "progress": False, "seed": 5},
+        {"max_epochs": 2, "batch_size": 12, "device": "cpu", "progress": False, "seed": 5,
+         "compile": compiled == "compile"},
         figures=False,
         log=lambda line: None,
     )
     torch.save(
         {"weights": result.model.state_dict(), "train": result.train_losses,
-         "val": result.val_losses, "writes": writes},
+         "val": result.val_losses, "writes": writes,
+         "fused": [trainer.failed is None and bool(trainer._compiled) for trainer in trainers]},
         os.path.join(log_dir, f"rank{rank}.pt"),
     )
     cleanup_distributed()
@@ -229,7 +240,9 @@ DISTRIBUTED = textwrap.dedent(
 )
 
 
-def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compiled", ["eager", "compile"])
+def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path, compiled) -> None:
+    """DDP (or, with compile=True, the fused loops and averaged gradients) on two ranks."""
     script = tmp_path / "distributed.py"
     script.write_text(DISTRIBUTED)
     env = {**ENV, "IMG2IMG_CACHE": str(tmp_path / "cache")}
@@ -239,14 +252,28 @@ def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path) -
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     launcher += ["--master_port", str(_free_port())]
     two = subprocess.Popen(
-        [*launcher, str(script), str(mini_root), str(tmp_path / "run2"), str(logs["two"])],
+        [
+            *launcher,
+            str(script),
+            str(mini_root),
+            str(tmp_path / "run2"),
+            str(logs["two"]),
+            compiled,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     one = subprocess.run(
-        [sys.executable, str(script), str(mini_root), str(tmp_path / "run1"), str(logs["one"])],
+        [
+            sys.executable,
+            str(script),
+            str(mini_root),
+            str(tmp_path / "run1"),
+            str(logs["one"]),
+            compiled,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -258,8 +285,10 @@ def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path) -
     rank0 = torch.load(logs["two"] / "rank0.pt", weights_only=True)
     rank1 = torch.load(logs["two"] / "rank1.pt", weights_only=True)
     single = torch.load(logs["one"] / "rank0.pt", weights_only=True)
+    fused = [True] if compiled == "compile" else []  # one FusedTrainer that compiled, or none
+    assert rank0["fused"] == rank1["fused"] == single["fused"] == fused
     for key, value in rank0["weights"].items():
-        assert torch.equal(rank1["weights"][key], value), key  # DDP keeps the ranks in step
+        assert torch.equal(rank1["weights"][key], value), key  # the ranks stay in step
         torch.testing.assert_close(value, single["weights"][key], rtol=1e-5, atol=1e-6)
     assert rank0["train"] == rank1["train"] and rank0["val"] == rank1["val"]
     np.testing.assert_allclose(rank0["train"], single["train"], rtol=1e-6)

@@ -18,7 +18,8 @@ the L1 loss and Adam run fused, and a network made only of such convolutions
 trains with one PyTorch thread (its OpenMP threads would spin on the cores
 OpenCV and the batch thread use). With ``compile=True`` on the CPU, such a
 network made as a plain chain (the study's) trains instead as fused loops compiled
-from it (:mod:`img2img.flatconv`), with all threads and batches made inline. On
+from it (:mod:`img2img.flatconv`), with all threads and batches made inline
+(under ``torchrun``, gradients averaged after each backward pass). On
 a GPU the loss is read back every few steps, not every step, so the device is
 never made to wait. Under ``torchrun`` each process trains on its shard of every
 batch with ``DistributedDataParallel``; losses are all-reduced, and only rank 0
@@ -47,6 +48,8 @@ from img2img.devices import resolve_device
 from img2img.flatconv import SUM_LOSSES, FusedTrainer, fusable_chain
 from img2img.train.batches import (
     all_reduce,
+    average_gradients,
+    broadcast_parameters,
     check_pair,
     iterate_batches,
     model_channels,
@@ -258,22 +261,24 @@ def train_model(
             state_file(config.resume), model, optimizer, scheduler, config, data_record, device
         )
         model.to(device)
-    network: nn.Module = model
-    if world > 1:
-        network = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if on_cuda else None
-        )
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=bool(config.amp) and on_cuda
-    )
-    loss_fn = LOSSES[config.loss]
     # compile=True on the CPU: a chain of tiny convolutions trains as fused loops
     # (img2img.flatconv); any other network is handed to torch.compile whole.
     chain = (
         fusable_chain(model)
-        if config.compile and device.type == "cpu" and world == 1 and config.loss in SUM_LOSSES
+        if config.compile and device.type == "cpu" and config.loss in SUM_LOSSES
         else None
     )
+    network: nn.Module = model
+    if world > 1 and chain is None:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if on_cuda else None
+        )
+    elif world > 1:  # fused loops: gradients averaged by hand after each backward pass
+        broadcast_parameters(model)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=bool(config.amp) and on_cuda
+    )
+    loss_fn = LOSSES[config.loss]
     if config.compile and chain is None:
         network = torch.compile(network)
     evaluator = network if world == 1 else model  # evaluation needs no gradient exchange
@@ -329,6 +334,8 @@ def train_model(
                         loss = (fused or eager_loss)(inputs, targets)
                         optimizer.zero_grad(set_to_none=True)
                         (loss if step.scale == 1.0 else loss * step.scale).backward()
+                        if chain is not None:
+                            average_gradients(model)
                         optimizer.step()
                         if losses.add(number, loss, step.count) or number == len(steps):
                             losses.read()
