@@ -83,8 +83,23 @@ def test_a_subclass_with_its_own_forward_is_not_fusable() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return super().forward(x) + x[:, :1]
 
+    class Doubled(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    class Shifted(nn.ReLU):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + 1
+
+    class Plain(nn.Sequential):
+        pass
+
     assert fusable_chain(StudyNet(3, 1, border="constant")) is not None
     assert fusable_chain(Residual(3, 1, border="constant")) is None
+    conv, relu = nn.Conv2d(3, 1, 3, padding=1), nn.ReLU()
+    assert fusable_chain(Plain(conv, relu)) == [conv, relu]  # Sequential's own forward
+    assert fusable_chain(nn.Sequential(Doubled(3, 1, 3, padding=1))) is None
+    assert fusable_chain(nn.Sequential(conv, Shifted())) is None
 
 
 def test_packing_puts_zeros_around_each_photo_and_unpacks_back() -> None:

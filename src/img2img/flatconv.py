@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img.cpuconv import MAX_CHANNEL_PAIRS
+from img2img.models.layers import BorderConv2d
 
 __all__ = [
     "FlatLayout",
@@ -69,9 +70,16 @@ def _defined_by(model: nn.Module, name: str) -> type | None:
     return None
 
 
+def _plain(layer: nn.Module, kinds: tuple[type, ...]) -> bool:
+    """Whether ``layer`` is one of ``kinds`` and computes what that class's ``forward`` does."""
+    return any(isinstance(layer, kind) and type(layer).forward is kind.forward for kind in kinds)
+
+
 def _fusable_conv(layer: nn.Module) -> bool:
     """A stride-1, groups-1 ``Conv2d`` with zero "same" padding, odd kernels, few channels."""
-    if not isinstance(layer, nn.Conv2d) or getattr(layer, "border", "constant") != "constant":
+    if not _plain(layer, (nn.Conv2d, BorderConv2d)):
+        return False
+    if getattr(layer, "border", "constant") != "constant":
         return False
     if layer.padding_mode != "zeros" or layer.groups != 1 or tuple(layer.stride) != (1, 1):
         return False
@@ -98,17 +106,16 @@ def fusable_chain(model: nn.Module) -> list[nn.Module] | None:
     Returns:
         The layers, or ``None`` when the model is anything else.
     """
-    if type(model).forward is nn.Sequential.forward and isinstance(model, nn.Sequential):
+    owner = _defined_by(model, "layer_chain")
+    if _plain(model, (nn.Sequential,)):
         layers = list(model)
-    elif _defined_by(model, "layer_chain") is not None and _defined_by(
-        model, "layer_chain"
-    ) is _defined_by(model, "forward"):
+    elif owner is not None and owner is _defined_by(model, "forward"):
         layers = list(model.layer_chain())
     else:
         return None
     convs = [layer for layer in layers if isinstance(layer, nn.Conv2d)]
     if not convs or not all(
-        _fusable_conv(layer) or isinstance(layer, ZERO_PRESERVING) for layer in layers
+        _fusable_conv(layer) or _plain(layer, ZERO_PRESERVING) for layer in layers
     ):
         return None
     return layers
