@@ -251,29 +251,21 @@ def test_two_gloo_processes_match_one_process(mini_root: Path, tmp_path: Path, c
         folder.mkdir()
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
     launcher += ["--master_port", str(_free_port())]
+
+    def arguments(name: str) -> list[str]:
+        """The script's arguments for the run of ``name`` ("two" or "one" processes)."""
+        run = "run2" if name == "two" else "run1"
+        return [str(script), str(mini_root), str(tmp_path / run), str(logs[name]), compiled]
+
     two = subprocess.Popen(
-        [
-            *launcher,
-            str(script),
-            str(mini_root),
-            str(tmp_path / "run2"),
-            str(logs["two"]),
-            compiled,
-        ],
+        [*launcher, *arguments("two")],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     one = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(mini_root),
-            str(tmp_path / "run1"),
-            str(logs["one"]),
-            compiled,
-        ],
+        [sys.executable, *arguments("one")],
         env=env,
         capture_output=True,
         text=True,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -57,8 +57,6 @@ _BLOCK = 16
 
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
-T = TypeVar("T")
-
 
 def _pair(value: Any) -> tuple[int, int] | None:
     """``3`` or ``(3, 3)`` -> ``(3, 3)``; anything else (``"same"``) -> ``None``."""
@@ -71,6 +69,12 @@ def _pair(value: Any) -> tuple[int, int] | None:
     ):
         return int(value[0]), int(value[1])
     return None
+
+
+def _within_limits(pairs: int, kernel: Sequence[int], dilation: Sequence[int]) -> bool:
+    """At most :data:`MAX_CHANNEL_PAIRS` channel pairs, kernels (dilated) at most :data:`MAX_KERNEL_SIDE`."""
+    sides = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    return pairs <= MAX_CHANNEL_PAIRS and max(sides) <= MAX_KERNEL_SIDE
 
 
 def is_tiny_conv(
@@ -105,11 +109,9 @@ def is_tiny_conv(
     if pads is None or dilations is None or strides != (1, 1) or min(dilations) < 1:
         return False
     out_channels, in_channels, kh, kw = weight.shape
-    if out_channels * in_channels > MAX_CHANNEL_PAIRS:
+    if not _within_limits(out_channels * in_channels, (kh, kw), dilations):
         return False
     khe, kwe = dilations[0] * (kh - 1) + 1, dilations[1] * (kw - 1) + 1
-    if max(khe, kwe) > MAX_KERNEL_SIDE:
-        return False
     ph, pw = pads
     if ph < 0 or pw < 0 or 2 * ph > khe - 1 or 2 * pw > kwe - 1:
         return False
@@ -125,13 +127,12 @@ def only_tiny_convs(model: torch.nn.Module) -> bool:
     """
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     for conv in convs:
-        kh, kw = conv.kernel_size
-        dh, dw = conv.dilation
         if (
-            conv.in_channels * conv.out_channels > MAX_CHANNEL_PAIRS
-            or conv.groups != 1
+            conv.groups != 1
             or tuple(conv.stride) != (1, 1)
-            or max(dh * (kh - 1) + 1, dw * (kw - 1) + 1) > MAX_KERNEL_SIDE
+            or not _within_limits(
+                conv.in_channels * conv.out_channels, conv.kernel_size, conv.dilation
+            )
         ):
             return False
     return bool(convs)
@@ -201,19 +202,37 @@ def _buffer(name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _blocks(batch: int) -> Iterator[tuple[int, int]]:
-    """``(first, end)`` photo indices of each block."""
-    for start in range(0, batch, _BLOCK):
-        yield start, min(batch, start + _BLOCK)
-
-
-def _map_blocks(function: Callable[[int, int], T], batch: int) -> list[T]:
-    """``function(start, end)`` for each block of photos, in order of blocks.
+    """``(first, end)`` photo indices of each block, in order.
 
     (Running blocks on several threads was measured: on two shared cores the
     hand-offs cost more than they gained, while OpenCV and BLAS already spread
     each call over the cores.)
     """
-    return [function(start, end) for start, end in _blocks(batch)]
+    for start in range(0, batch, _BLOCK):
+        yield start, min(batch, start + _BLOCK)
+
+
+def _correlate_into(
+    sources: np.ndarray,
+    kernels: list[np.ndarray],
+    dst: np.ndarray,
+    tmp: np.ndarray,
+    delta: float,
+    anchor: tuple[int, int] = (-1, -1),
+) -> None:
+    """``dst = sum_i filter2D(sources[i], kernels[i]) + delta`` (zero border; ``tmp``: scratch)."""
+    for i, kernel in enumerate(kernels):
+        cv2.filter2D(
+            sources[i],
+            -1,
+            kernel,
+            dst=dst if i == 0 else tmp,
+            anchor=anchor,
+            delta=float(delta) if i == 0 else 0.0,
+            borderType=cv2.BORDER_CONSTANT,
+        )
+        if i:
+            np.add(dst, tmp, out=dst)
 
 
 def _correlate_block(
@@ -232,18 +251,7 @@ def _correlate_block(
     lands in ``dst`` (``(rows, width)``) and is handed to ``out(o, dst)``.
     """
     for o, row in enumerate(kernels):
-        for i, kernel in enumerate(row):
-            cv2.filter2D(
-                sources[i],
-                -1,
-                kernel,
-                dst=dst if i == 0 else tmp,
-                anchor=anchor,
-                delta=float(delta[o]) if i == 0 else 0.0,
-                borderType=cv2.BORDER_CONSTANT,
-            )
-            if i:
-                np.add(dst, tmp, out=dst)
+        _correlate_into(sources, row, dst, tmp, delta[o], anchor)
         out(o, dst)
 
 
@@ -273,26 +281,11 @@ def _same_correlate(
     tall_in = planes.reshape(in_channels, batch * height, width)
     tall_out = out.reshape(out.shape[0], batch * height, width)
 
-    def run(sources: np.ndarray, dst: np.ndarray, scratch: np.ndarray, o: int) -> None:
-        for i, kernel in enumerate(kernels[o]):
-            cv2.filter2D(
-                sources[i],
-                -1,
-                kernel,
-                dst=dst if i == 0 else scratch,
-                delta=float(delta[o]) if i == 0 else 0.0,
-                borderType=cv2.BORDER_CONSTANT,
-            )
-            if i:
-                np.add(dst, scratch, out=dst)
-
-    def block(start: int, end: int) -> None:
+    for start, end in _blocks(batch):
         rows = slice(start * height, end * height)
         tmp = _buffer("same", (_BLOCK * height, width))[: (end - start) * height]
-        for o in range(len(kernels)):
-            run(tall_in[:, rows], tall_out[o, rows], tmp, o)
-
-    _map_blocks(block, batch)
+        for o, row in enumerate(kernels):
+            _correlate_into(tall_in[:, rows], row, tall_out[o, rows], tmp, delta[o])
     if half == 0:
         return
     for top in (True, False):
@@ -307,7 +300,7 @@ def _same_correlate(
         scratch = _buffer("band_tmp", (batch * 3 * half, width))
         tall_band = band.reshape(in_channels, batch * 3 * half, width)
         for o in range(len(kernels)):
-            run(tall_band, result, scratch, o)
+            _correlate_into(tall_band, kernels[o], result, scratch, delta[o])
             middle = result.reshape(batch, 3 * half, width)[:, half : 2 * half]
             if top:
                 out[o, :, :half] = middle
@@ -379,7 +372,8 @@ class _TinyConv2d(torch.autograd.Function):
                 put,
             )
 
-        _map_blocks(block, batch)
+        for start, end in _blocks(batch):
+            block(start, end)
         return out
 
     @staticmethod
@@ -453,8 +447,8 @@ class _TinyConv2d(torch.autograd.Function):
         # sums with any number of threads.
         total = np.zeros((out_channels, in_channels * kh * kw + 1), dtype=np.float64)
         if need_w or need_b or result is not None:
-            for sums in _map_blocks(block, batch):
-                total += sums
+            for start, end in _blocks(batch):
+                total += block(start, end)
         totals = torch.from_numpy(total.astype(np.float32))
         grad_w = totals[:, :-1].reshape(weight.shape) if need_w else None
         grad_b = totals[:, -1].clone() if need_b else None

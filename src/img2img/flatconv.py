@@ -188,10 +188,6 @@ class FlatLayout:
             interior[:, count:].zero_()
         return flat
 
-    def unpack(self, flat: torch.Tensor) -> torch.Tensor:
-        """``(C, length)`` (no margins) -> ``(B, C, H, W)``, a copy."""
-        return self._interior(flat, 0).transpose(0, 1).contiguous()
-
 
 def _taps(layer: nn.Conv2d, padded_width: int) -> list[tuple[int, int, int]]:
     """``(row, column, offset)`` of each kernel tap; offset relative to the output pixel."""
@@ -199,6 +195,11 @@ def _taps(layer: nn.Conv2d, padded_width: int) -> list[tuple[int, int, int]]:
     return [
         (i, j, (i * dh - ph) * padded_width + (j * dw - pw)) for i in range(kh) for j in range(kw)
     ]
+
+
+def _reach(layer: nn.Conv2d, padded_width: int) -> int:
+    """How far the farthest tap of a "same" convolution lies from its output pixel."""
+    return layer.padding[0] * padded_width + layer.padding[1]
 
 
 class FusedChainLoss(nn.Module):
@@ -215,15 +216,11 @@ class FusedChainLoss(nn.Module):
     def __init__(self, layers: list[nn.Module], layout: FlatLayout, loss: str) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.layout = layout
         self.loss = loss
         width = layout.padded[1]
-        self.taps = [
-            _taps(layer, width) if isinstance(layer, nn.Conv2d) else [] for layer in layers
-        ]
-        self.reaches = [
-            max(abs(offset) for *_, offset in taps) if taps else 0 for taps in self.taps
-        ]
+        convs = [layer if isinstance(layer, nn.Conv2d) else None for layer in layers]
+        self.taps = [_taps(conv, width) if conv is not None else [] for conv in convs]
+        self.reaches = [_reach(conv, width) if conv is not None else 0 for conv in convs]
 
     def outputs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(C_in, margin + length + margin)`` -> ``(C_out, length)``, zero on the padding."""
@@ -280,7 +277,7 @@ def fused_loss(
     pad = (max(c.padding[0] for c in convs), max(c.padding[1] for c in convs))
     batch, _, height, width = shape
     padded_width = width + 2 * pad[1]
-    margin = sum(max(abs(offset) for *_, offset in _taps(c, padded_width)) for c in convs)
+    margin = sum(_reach(c, padded_width) for c in convs)
     layout = FlatLayout(batch, height, width, pad, margin)
     return layout, FusedChainLoss(layers, layout, loss)
 
@@ -335,13 +332,10 @@ class FusedTrainer:
             layout, module = fused_loss(self.layers, tuple(inputs.shape), self.loss)
             entry = self._compiled[tuple(size)] = (layout, torch.compile(module, dynamic=False))
         layout, step = entry
-        arguments = loss_arguments(layout, inputs, targets)
-        if not new:
-            return step(*arguments)
-        try:  # the first call of a layout compiles
-            return step(*arguments)
-        except Exception as error:  # any compiler failure: train uncompiled
-            if self.fallback is None:
+        try:
+            return step(*loss_arguments(layout, inputs, targets))
+        except Exception as error:  # the first call of a layout compiles: a failure there
+            if not new or self.fallback is None:  # trains uncompiled; any other is raised
                 raise
             first_line = (str(error).strip().splitlines() or [""])[0]
             self.failed = f"{type(error).__name__}: {first_line}"

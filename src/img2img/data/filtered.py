@@ -47,16 +47,12 @@ def to_float(
         tensor = tensor.to(device, non_blocking=True)
     if tensor.device.type == "cpu" and tensor.dtype == torch.uint8 and tensor.dim() >= 2:
         array = tensor.numpy()
-        if channel_major and array.ndim == 4:
-            planes = np.ascontiguousarray(array.transpose(1, 0, 2, 3))
-            if planes.size:
-                flat = planes.reshape(-1, planes.shape[-1])
-                values = cv2.LUT(flat, _UNIT).reshape(planes.shape)
-                return torch.from_numpy(values).transpose(0, 1)
-        array = np.ascontiguousarray(array)
+        planar = channel_major and array.ndim == 4
+        array = np.ascontiguousarray(array.transpose(1, 0, 2, 3) if planar else array)
         if array.size:
             flat = array.reshape(-1, array.shape[-1])
-            return torch.from_numpy(cv2.LUT(flat, _UNIT).reshape(array.shape))
+            values = torch.from_numpy(cv2.LUT(flat, _UNIT).reshape(array.shape))
+            return values.transpose(0, 1) if planar else values
     return tensor.float().div_(255.0)
 
 
@@ -73,6 +69,11 @@ class PhotoPairs(Dataset):
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the targets."""
+        return self.filter.out_channels
 
     def uint8(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """The uint8 photos at ``positions``, ``(B, 3, H, W)``."""
@@ -175,11 +176,6 @@ class FilteredDataset(PhotoPairs):
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` of every item."""
         return tuple(self.images.shape[-2:])
-
-    @property
-    def out_channels(self) -> int:
-        """Channels of the targets."""
-        return self.filter.out_channels
 
     def uint8(self, positions: Sequence[int] | np.ndarray) -> np.ndarray:
         """The uint8 photos at ``positions`` of this dataset, ``(B, 3, H, W)``."""

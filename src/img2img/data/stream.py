@@ -105,11 +105,6 @@ class FolderCrops(PhotoPairs):
         """``(H, W)`` of every item."""
         return self.crop_size, self.crop_size
 
-    @property
-    def out_channels(self) -> int:
-        """Channels of the targets."""
-        return self.filter.out_channels
-
     def _read(self, index: int) -> np.ndarray:
         """The first usable file from ``index`` on (wrapping), as ``(H, W, 3)`` uint8."""
         for step in range(len(self.paths)):

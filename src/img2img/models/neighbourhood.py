@@ -192,8 +192,10 @@ class NeighbourhoodNet(nn.Module):
         """``(B, in, H, W)`` -> ``(B, out, H, W)``."""
         window = self.windows(x)
         sorted_window = window.sort(dim=-1).values if self.sort else None
-        out = self.linear(self._inputs(window, sorted_window))
+        inputs = self._inputs(window, sorted_window)
+        out = self.linear(inputs)
         if len(self.mlp):
+            z = inputs
             if self.relative:
                 taps = window.shape[-1]
                 centre = window[..., taps // 2 : taps // 2 + 1]
@@ -201,8 +203,6 @@ class NeighbourhoodNet(nn.Module):
                 z = self._inputs(
                     around - centre, None if sorted_window is None else sorted_window - centre
                 )
-            else:
-                z = self._inputs(window, sorted_window)
             out = out + self.mlp(z)
         return out.permute(0, 3, 1, 2)
 

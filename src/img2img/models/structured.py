@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from img2img.models.layers import BorderConv2d
-from img2img.models.options import check_int
+from img2img.models.options import check_bool, check_int
 from img2img.models.registry import register_arch
 
 __all__ = ["ACTIVATIONS", "StructuredNet"]
@@ -86,9 +86,7 @@ class StructuredNet(nn.Module):
         check_int("layers", layers, 0)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
-        if not isinstance(squares, bool):
-            raise TypeError(f"squares must be a bool; got {squares!r}")
-        self.squares = squares
+        self.squares = check_bool("squares", squares)
         self.features = BorderConv2d(in_channels, features, kernel_size, border)
         mlp: list[nn.Module] = []
         channels = 2 * features if squares else features

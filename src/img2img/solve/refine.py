@@ -221,12 +221,13 @@ def gauss_newton(
     flat = torch.cat([params[name].detach().flatten() for name in names])
     losses = [loss_of(flat)]
     stopped = "steps"
+    per_photo = max(1, chunks[0][1].numel()) * count
+    block = max(1, max_elements // per_photo)
+    identity = torch.eye(count, dtype=torch.float64)
     try:
         for _ in range(steps):
             normal = torch.zeros(count, count, dtype=torch.float64, device=device)
             gradient = torch.zeros(count, dtype=torch.float64, device=device)
-            per_photo = max(1, chunks[0][1].numel()) * count
-            block = max(1, max_elements // per_photo)
             for first in range(0, len(chunks), block):
                 x = torch.cat([c[0] for c in chunks[first : first + block]])
                 y = torch.cat([c[1] for c in chunks[first : first + block]]).flatten()
@@ -237,7 +238,7 @@ def gauss_newton(
                 gradient.addmv_(jacobian.T, residual)
             scale = float(normal.diagonal().mean())
             for damping in _DAMPING:  # Gauss-Newton first, then Levenberg-Marquardt
-                matrix = normal + damping * scale * torch.eye(count, dtype=normal.dtype)
+                matrix = normal + damping * scale * identity
                 step = torch.linalg.lstsq(matrix, gradient, rcond=1e-13, driver="gelsd").solution
                 loss = loss_of(flat - step)
                 if loss < losses[-1]:

@@ -18,8 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from img2img.data.filtered import FilteredDataset
-from img2img.data.stream import FolderCrops
+from img2img.data.filtered import PhotoPairs
 from img2img.train.config import TrainConfig
 
 __all__ = [
@@ -230,7 +229,7 @@ def iterate_batches(
     """
     if hasattr(dataset, "batch"):
         if config.num_workers == 0:
-            if device.type == "cpu" and isinstance(dataset, (FilteredDataset, FolderCrops)):
+            if device.type == "cpu" and isinstance(dataset, PhotoPairs):
                 # photos stored channel by channel: the first convolution needs no copy
                 batches = (
                     dataset.from_uint8(dataset.uint8(step.positions), device, channel_major=True)
