@@ -236,10 +236,13 @@ def gauss_newton(
                     residual = outputs(flat, x) - y
                 normal.addmm_(jacobian.T, jacobian)
                 gradient.addmv_(jacobian.T, residual)
+            # The small damped system is solved on the CPU: the "gelsd" driver exists only there.
+            normal, gradient = normal.cpu(), gradient.cpu()
             scale = float(normal.diagonal().mean())
             for damping in _DAMPING:  # Gauss-Newton first, then Levenberg-Marquardt
                 matrix = normal + damping * scale * identity
-                step = torch.linalg.lstsq(matrix, gradient, rcond=1e-13, driver="gelsd").solution
+                solution = torch.linalg.lstsq(matrix, gradient, rcond=1e-13, driver="gelsd")
+                step = solution.solution.to(flat.device)
                 loss = loss_of(flat - step)
                 if loss < losses[-1]:
                     break
