@@ -548,3 +548,26 @@ def test_public_names() -> None:
     assert data_api.read_image is read_image
     with pytest.raises(AttributeError):
         _ = data_api.no_such_name
+
+
+def test_streamed_folder_with_a_limit_and_no_validation_share_validates_on_its_files(
+    tmp_path,
+) -> None:
+    from PIL import Image
+    from skimage import data as samples
+
+    photo = samples.astronaut()
+    for index in range(6):
+        Image.fromarray(photo[index * 20 : index * 20 + 80, :90]).save(tmp_path / f"{index}.png")
+    whole_train, whole_val = load_filtered_dataset(
+        data=str(tmp_path), stream=True, val_fraction=0.0, crop_size=32
+    )
+    assert whole_val.paths == whole_train.paths  # no share held out: the training files
+    train, val = load_filtered_dataset(
+        data=str(tmp_path), stream=True, limit=3, val_fraction=0.0, crop_size=32
+    )
+    assert len(train.paths) == 3 and val.paths == train.paths and len(val) > 0
+    train, val = load_filtered_dataset(
+        data=str(tmp_path), stream=True, limit=3, val_fraction=0.5, crop_size=32
+    )
+    assert len(train.paths) == 3 and not set(val.paths) & set(train.paths)

@@ -117,7 +117,10 @@ def load_filtered_dataset(
         )
         if limit is not None:
             train.paths = [train.paths[i] for i in choose_indices(len(train.paths), limit, seed)]
-            val.paths = [val.paths[i] for i in choose_indices(len(val.paths), val_limit, seed)]
+            if val_fraction == 0:  # validation on the training files, as folder_crops does
+                val.paths = list(train.paths)
+            else:
+                val.paths = [val.paths[i] for i in choose_indices(len(val.paths), val_limit, seed)]
         return train, val
     if kind == "samples":
         samples = load_samples(
