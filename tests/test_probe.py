@@ -194,6 +194,26 @@ def test_bad_arguments_raise_one_line_errors(photos):
         probe_operator("sobel", photos, seed=-1)
 
 
+def test_an_operator_that_writes_to_its_input_does_not_change_the_photos(photos):
+    kept = [p.copy() for p in photos]
+
+    def invert_in_place(image: np.ndarray) -> np.ndarray:
+        np.subtract(255, image, out=image)
+        return image
+
+    assert probe_operator(invert_in_place, photos).verdict == "linear"  # affine: 255 - x
+    for photo, copy in zip(photos, kept, strict=True):
+        np.testing.assert_array_equal(photo, copy)
+
+
+def test_public_names():
+    import img2img
+    from img2img.certificate import fidelity_certificate
+
+    assert img2img.probe_operator is probe_operator
+    assert img2img.fidelity_certificate is fidelity_certificate
+
+
 def test_report_is_frozen(photos):
     report = probe_operator(gamma, photos)
     assert isinstance(report, ProbeReport)
@@ -233,6 +253,12 @@ def test_cli_probe_filter_json_and_text(capsys):
     assert main(["probe", "--filter", "median:ksize=3"]) == 0
     out = capsys.readouterr().out
     assert "verdict: local, non-linear, shift-invariant, radius 1 px" in out
+
+
+def test_cli_probe_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "--help"])
+    assert exit_info.value.code == 0 and "usage: img2img probe" in capsys.readouterr().out
 
 
 def test_cli_probe_pairs_and_errors(tmp_path, capsys, large_photos):

@@ -185,7 +185,7 @@ def _probe_pairs(
     low = min(float(t.min()) for t in targets)
     high = max(float(t.max()) for t in targets)
     span = (high - low) or 1.0
-    pooled, per_image = colour_spread(pairs)
+    pooled, per_image = colour_spread(pairs, rng)
     pointwise = Measure.below(
         None if pooled is None else pooled / span,
         TOLERANCES["pointwise"],

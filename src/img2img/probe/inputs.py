@@ -157,7 +157,7 @@ class OperatorRunner:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """``(H, W, 3) uint8 -> (H, W, C) float64``."""
-        out = np.asarray(self.operator(np.ascontiguousarray(image)))
+        out = np.asarray(self.operator(image.copy()))  # a copy: the operator may write to it
         self.calls += 1
         if not (np.issubdtype(out.dtype, np.number) or out.dtype == np.bool_):
             raise TypeError(f"the operator must return a numeric array; got dtype {out.dtype}")

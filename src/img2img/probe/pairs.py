@@ -26,6 +26,8 @@ __all__ = ["KERNEL_SIZES", "MIN_REPEATS", "colour_spread", "kernel_residuals"]
 KERNEL_SIZES = (1, 3, 5, 7, 9, 11)
 #: Pixels sharing a colour needed before the lookup spread is trusted.
 MIN_REPEATS = 1000
+#: Pixels of each photo the colour spread looks at (a random sample of larger photos).
+SPREAD_PIXELS = 1 << 18
 #: Pixels sampled for the kernel fits, in all.
 FIT_SAMPLES = 6_000
 
@@ -48,19 +50,25 @@ def _spread(keys: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
     return total, pixels * targets.shape[1]
 
 
-def colour_spread(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float | None, float | None]:
+def colour_spread(
+    pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator
+) -> tuple[float | None, float | None]:
     """RMS spread of the targets among pixels of one exact input colour.
 
     Returns:
         ``(pooled, per_image)``: the spread with colours shared across all photos
         (one lookup table) and within each photo (one table per photo); ``None``
-        where fewer than :data:`MIN_REPEATS` pixels share a colour.
+        where fewer than :data:`MIN_REPEATS` pixels share a colour. Photos larger
+        than :data:`SPREAD_PIXELS` pixels count a random sample of that many.
     """
     pooled_keys, pooled_targets = [], []
     total, count = 0.0, 0
     for image, target in pairs:
         keys = image.reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
         values = target.reshape(len(keys), -1)
+        if len(keys) > SPREAD_PIXELS:
+            picks = rng.choice(len(keys), SPREAD_PIXELS, replace=False)
+            keys, values = keys[picks], values[picks]
         spread, pixels = _spread(keys, values)
         total, count = total + spread, count + pixels
         pooled_keys.append(keys)
