@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "plot_kernels": "img2img.viz",
     "psnr": "img2img.metrics",
     "ssim": "img2img.metrics",
+    "probe_operator": "img2img.probe",
+    "fidelity_certificate": "img2img.certificate",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import torch
@@ -26,7 +27,15 @@ from torch import nn
 
 from img2img.devices import DeviceLike, resolve_device
 
-__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_WINDOW", "compute_metrics", "psnr", "ssim"]
+__all__ = [
+    "SSIM_K1",
+    "SSIM_K2",
+    "SSIM_WINDOW",
+    "compute_metrics",
+    "predict_batches",
+    "psnr",
+    "ssim",
+]
 
 #: Side of SSIM's uniform window (scikit-image's default ``win_size``).
 SSIM_WINDOW = 7
@@ -240,6 +249,41 @@ def _model_state(model: nn.Module) -> tuple[bool, torch.device | None, torch.dty
     return model.training, first.device, first.dtype
 
 
+def predict_batches(
+    model: nn.Module, dataset: Any, count: int, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(predictions, targets)`` of the first ``count`` items, in order, batch by batch.
+
+    The model runs in eval mode under ``torch.no_grad()`` on ``device``; when the
+    iteration ends (or the generator is closed) it is put back in its previous
+    mode and on its previous device; wrap it in :func:`contextlib.closing` so that
+    this happens at once when the caller stops early.
+
+    Raises:
+        ValueError: If the model's output shape differs from the targets'.
+    """
+    was_training, old_device, dtype = _model_state(model)
+    try:
+        model.eval()
+        if old_device is not None:
+            model.to(device)
+        with torch.no_grad():
+            for inputs, targets in _batches(dataset, count, batch_size, device):
+                if dtype is not None and inputs.is_floating_point():
+                    inputs = inputs.to(dtype)
+                predictions = model(inputs)
+                if predictions.shape != targets.shape:
+                    raise ValueError(
+                        "model output and targets must have the same shape; got output "
+                        f"{tuple(predictions.shape)} and targets {tuple(targets.shape)}"
+                    )
+                yield predictions, targets
+    finally:
+        if old_device is not None:
+            model.to(old_device)
+        model.train(was_training)
+
+
 def compute_metrics(
     model: nn.Module,
     dataset: Any,
@@ -310,37 +354,21 @@ def compute_metrics(
     count = total if max_images is None else min(total, max_images)
     data_range, source = _resolve_data_range(data_range, dataset, count, batch_size, target_device)
 
-    was_training, old_device, dtype = _model_state(model)
     sums = {"psnr": 0.0, "ssim": 0.0, "l1": 0.0, "mse": 0.0}
     infinite = 0
     images = 0
-    try:
-        model.eval()
-        if old_device is not None:
-            model.to(target_device)
-        with torch.no_grad():
-            for inputs, targets in _batches(dataset, count, batch_size, target_device):
-                if dtype is not None and inputs.is_floating_point():
-                    inputs = inputs.to(dtype)
-                predictions = model(inputs)
-                if predictions.shape != targets.shape:
-                    raise ValueError(
-                        "model output and targets must have the same shape; got output "
-                        f"{tuple(predictions.shape)} and targets {tuple(targets.shape)}"
-                    )
-                batch_psnr = psnr(predictions, targets, data_range)
-                batch_ssim = ssim(predictions, targets, data_range)
-                error = (predictions.double() - targets.double()).flatten(1)
-                sums["psnr"] += float(batch_psnr.sum())
-                sums["ssim"] += float(batch_ssim.sum())
-                sums["l1"] += float(error.abs().mean(dim=1).sum())
-                sums["mse"] += float(error.square().mean(dim=1).sum())
-                infinite += int(torch.isinf(batch_psnr).sum())
-                images += len(targets)
-    finally:
-        if old_device is not None:
-            model.to(old_device)
-        model.train(was_training)
+    batches = predict_batches(model, dataset, count, batch_size, target_device)
+    with closing(batches):  # the model is restored even when a metric fails midway
+        for predictions, targets in batches:
+            batch_psnr = psnr(predictions, targets, data_range)
+            batch_ssim = ssim(predictions, targets, data_range)
+            error = (predictions.double() - targets.double()).flatten(1)
+            sums["psnr"] += float(batch_psnr.sum())
+            sums["ssim"] += float(batch_ssim.sum())
+            sums["l1"] += float(error.abs().mean(dim=1).sum())
+            sums["mse"] += float(error.square().mean(dim=1).sum())
+            infinite += int(torch.isinf(batch_psnr).sum())
+            images += len(targets)
     result: dict[str, Any] = {key: value / images for key, value in sums.items()}
     result.update(
         images=images,

@@ -22,6 +22,7 @@ COMMANDS = (
     "img2img.cli.data",
     "img2img.cli.demo",
     "img2img.cli.report",
+    "img2img.cli.probe",
 )
 
 
