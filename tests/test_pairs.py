@@ -232,5 +232,8 @@ def test_cli_train_with_targets(tmp_path: Path, capsys) -> None:
     assert config["data"]["targets"] == str(targets)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["filter"] == f"pairs:{targets}" and metrics["data_range"] == 1.0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0  # the recorded pairs, matched again
+    assert json.loads(capsys.readouterr().out)["psnr"] == pytest.approx(metrics["psnr"], rel=1e-9)
     code = main(["train", *argv[1:], "--filter", "study-sobel", "--out", str(tmp_path / "x")])
     assert code == 1 and "exclude each other" in capsys.readouterr().err

@@ -188,6 +188,16 @@ def test_a_callable_teacher() -> None:
     assert teacher(_photo_batch()).shape == (3, 1, 16, 16)
 
 
+def test_a_callable_teacher_on_tiny_imagenet(mini_root: Path) -> None:
+    def inverted(photo: np.ndarray) -> np.ndarray:
+        return 255 - photo
+
+    train, val = load_filtered_dataset(data=mini_root, filter=inverted, limit=3)
+    for dataset in (train, val):
+        inputs, targets = dataset.batch(np.arange(len(dataset)))
+        torch.testing.assert_close(targets, 1.0 - inputs, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("function", "error", "message"),
     [

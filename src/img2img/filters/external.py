@@ -545,6 +545,12 @@ class GivenTargets(TeacherFilter):
             f"none for {name} (use the dataset's batches)"
         )
 
+    def describe(self) -> str:
+        """One line: the spec and the targets' type and channels."""
+        if self._dtype is None:
+            return f"{self.spec} (targets given as files)"
+        return f"{self.spec} (targets given as files, {self._channels}-channel {self._dtype})"
+
     def describe_targets(self, dtype: np.dtype, channels: int, low: float, high: float) -> None:
         """Record the targets' type, channels and (for floats) range."""
         self._dtype, self._channels = np.dtype(dtype), int(channels)
