@@ -37,7 +37,10 @@ cv2.imwrite(target, cv2.GaussianBlur(image, (5, 5), 1.2))
 
 BAD = {
     "exit": "import sys; sys.stderr.write('bad things happened\\n'); sys.exit(2)",
-    "hang": "import time; time.sleep(30)",
+    "hang": (  # a child that outlives the program keeps stderr open unless its group is killed
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); time.sleep(30)"
+    ),
     "nowhere": "pass",
     "garbage": "import sys; open(sys.argv[2], 'wb').write(b'not a png at all')",
     "resized": "import sys, numpy as np, cv2; cv2.imwrite(sys.argv[2], np.zeros((5, 5), np.uint8))",

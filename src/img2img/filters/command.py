@@ -19,6 +19,7 @@ import io
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -164,33 +165,18 @@ class CommandFilter(TeacherFilter):
                 raise RuntimeError("cannot encode the photo as PNG")
             source.write_bytes(encoded.tobytes())
             args = [self.program] + [_substitute(arg, source, target) for arg in self.args[1:]]
-            try:
-                done = subprocess.run(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    cwd=folder,
-                    timeout=self.timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as error:
-                raise RuntimeError(
-                    f"timed out after {self.timeout:g} s{_tail(error.stderr)}"
-                ) from None
-            except OSError as error:
-                raise RuntimeError(f"cannot start the program ({error})") from None
-            if done.returncode != 0:
-                raise RuntimeError(f"exit status {done.returncode}{_tail(done.stderr)}")
+            returncode, stderr = _execute(args, folder, self.timeout)
+            if returncode != 0:
+                raise RuntimeError(f"exit status {returncode}{_tail(stderr)}")
             if not target.is_file():
                 raise RuntimeError(
-                    f"the program wrote no output file ({{out}} = {target.name}){_tail(done.stderr)}"
+                    f"the program wrote no output file ({{out}} = {target.name}){_tail(stderr)}"
                 )
             try:
                 return read_target(target)
             except (OSError, ValueError) as error:
                 raise RuntimeError(
-                    f"its output is unreadable: {' '.join(str(error).split())}{_tail(done.stderr)}"
+                    f"its output is unreadable: {' '.join(str(error).split())}{_tail(stderr)}"
                 ) from None
 
     def prepare(
@@ -244,6 +230,44 @@ class CommandFilter(TeacherFilter):
             return super()._accept(key, output, photo, name)
         except (TypeError, ValueError) as error:
             raise RuntimeError(str(error)) from None
+
+
+def _execute(args: list[str], folder: str, timeout: float) -> tuple[int, bytes]:
+    """Run ``args`` in ``folder`` with no shell; ``(exit status, stderr)``, or ``RuntimeError``.
+
+    The program runs in a session of its own: on a timeout the whole process group
+    is killed, so a child it started cannot keep the pipe (and this call) open.
+    """
+    try:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=folder,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise RuntimeError(f"cannot start the program ({error})") from None
+    with process:
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            _, stderr = process.communicate()
+            raise RuntimeError(f"timed out after {timeout:g} s{_tail(stderr)}") from None
+        except BaseException:  # an interrupt: leave nothing running
+            _kill_group(process)
+            raise
+    return process.returncode, stderr
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill the program and everything it started (its process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (OSError, AttributeError):  # gone already, or no process groups here
+        process.kill()
 
 
 def _substitute(arg: str, source: Path, target: Path) -> str:
