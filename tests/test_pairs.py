@@ -77,6 +77,15 @@ def test_pairs_match_by_relative_name_and_skip_the_rest_with_reasons(folders) ->
     assert sorted(train.names) == ["a", "sub/b"]
 
 
+def test_a_target_with_other_channels_than_most_is_skipped(folders) -> None:
+    inputs, targets = folders
+    _write_png(inputs / "f.png", _photos()[3])
+    _write_png(targets / "f.png", _photos()[3])  # RGB, the others gray
+    with pytest.warns(RuntimeWarning, match="f: target has 3 channels, most have 1"):
+        train, _ = load_filtered_dataset(data=inputs, targets=targets, crop_size=16, val_fraction=0)
+    assert "f" not in train.names and train.out_channels == 1
+
+
 def test_no_match_at_all_names_files_of_each_side(tmp_path: Path) -> None:
     photo = _photos()[0]
     _write_png(tmp_path / "in" / "cat.png", photo)
@@ -102,11 +111,12 @@ def _depth_targets(photo: np.ndarray) -> dict[str, np.ndarray]:
         "png8": _gray(photo),
         "png16": wide,
         "tif32": (gray / 255.0 - 0.3).astype(np.float32) * 3.0,
+        "tif32rgb": photo.astype(np.float32) / 7.0 - 5.0,
         "npy": np.dstack([gray / 100.0] * 3).astype(np.float32),
     }
 
 
-@pytest.mark.parametrize("kind", ["png8", "png16", "tif32", "npy"])
+@pytest.mark.parametrize("kind", ["png8", "png16", "tif32", "tif32rgb", "npy"])
 def test_targets_are_kept_at_their_own_depth(tmp_path: Path, kind: str) -> None:
     photo = _photos()[1]
     expected = _depth_targets(photo)[kind]
@@ -115,6 +125,8 @@ def test_targets_are_kept_at_their_own_depth(tmp_path: Path, kind: str) -> None:
     folder.mkdir()
     if kind == "npy":
         np.save(folder / "x.npy", expected)
+    elif kind == "tif32rgb":  # OpenCV writes BGR
+        cv2.imwrite(str(folder / "x.tif"), np.ascontiguousarray(expected[..., ::-1]))
     else:
         cv2.imwrite(str(folder / ("x.tif" if kind == "tif32" else "x.png")), expected)
     read = read_target(next(folder.iterdir()))

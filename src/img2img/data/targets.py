@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -139,6 +140,32 @@ def _read_npy(path: Path, limit: int) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
+def _tiff_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` from a classic TIFF's first directory, or ``None`` when it is not one."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+        if len(head) < 8 or head[:4] not in (b"II*\0", b"MM\0*"):
+            return None
+        order = "<" if head[:2] == b"II" else ">"
+        file.seek(struct.unpack(order + "I", head[4:])[0])
+        count_bytes = file.read(2)
+        if len(count_bytes) < 2:
+            return None
+        count = struct.unpack(order + "H", count_bytes)[0]
+        entries = file.read(12 * count)
+    found: dict[int, int] = {}
+    for start in range(0, len(entries) - 11, 12):
+        tag, kind = struct.unpack(order + "HH", entries[start : start + 4])
+        if tag in (256, 257) and kind in (3, 4):  # ImageWidth, ImageLength as SHORT or LONG
+            value = entries[start + 8 : start + 12]
+            found[tag] = struct.unpack(
+                order + ("H" if kind == 3 else "I"), value[: 2 if kind == 3 else 4]
+            )[0]
+    if 256 not in found or 257 not in found:
+        return None
+    return found[256], found[257]
+
+
 def _read_picture(path: Path, limit: int) -> np.ndarray:
     """A PNG or TIFF: the header checked with Pillow, the samples decoded by OpenCV at their depth."""
     try:
@@ -146,7 +173,12 @@ def _read_picture(path: Path, limit: int) -> np.ndarray:
             width, height = image.size
             mode = image.mode
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as error:
-        raise ValueError(f"target {str(path)!r}: not a readable PNG or TIFF ({error})") from None
+        size = _tiff_size(path)  # Pillow does not open 3-channel float TIFFs; OpenCV does
+        if size is None:
+            raise ValueError(
+                f"target {str(path)!r}: not a readable PNG or TIFF ({error})"
+            ) from None
+        (width, height), mode = size, "float TIFF"
     if width <= 0 or height <= 0 or width * height > limit:
         raise ValueError(
             f"target {str(path)!r}: {width}x{height} pixels (at most {limit:,}, none zero)"
