@@ -122,6 +122,19 @@ def test_imagemagick_as_the_teacher(folder) -> None:
     torch.testing.assert_close(targets, 1.0 - inputs, rtol=0, atol=1e-6)
 
 
+def test_a_program_teaches_random_crops_of_a_streamed_folder(tmp_path, folder) -> None:
+    counter = tmp_path / "count.txt"
+    spec = _blur_spec(tmp_path, counter)
+    train, val = load_filtered_dataset(data=folder, filter=spec, crop_size=16, stream=True)
+    assert _runs(counter) == len(val) == 1  # the validation crops, when loaded
+    inputs, targets = train.batch([0, 1])
+    photos = (inputs.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    expected = np.stack([cv2.GaussianBlur(p, (5, 5), 1.2) for p in photos])
+    got = (targets.numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, expected)
+    assert _runs(counter) == 3
+
+
 def test_the_program_output_type_follows_out_extension(tmp_path, folder) -> None:
     script = _script(
         tmp_path,

@@ -225,6 +225,24 @@ class CommandFilter(TeacherFilter):
             failed += [f for f in pool.map(one, range(first, len(photos))) if f is not None]
         return failed
 
+    def _fill(self, photos: np.ndarray) -> None:
+        """Run the program on a batch's photos in parallel; a failure stops the batch (``RuntimeError``)."""
+        missing = [
+            i
+            for i in range(len(photos))
+            if self._key(np.ascontiguousarray(photos[i].transpose(1, 2, 0))) not in self._store
+        ]
+        if not missing:  # the usual case once the data loader has prepared every crop
+            return
+        names = [f"photo {i} of the batch" for i in missing]
+        failed = self.prepare(photos[missing], names)
+        if failed:
+            index, reason = failed[0]
+            raise RuntimeError(
+                f"filter {self.spec!r} failed on {len(failed)} of {len(photos)} photos of a batch; "
+                f"{names[index]}: {reason}"
+            )
+
     def _accept(self, key: bytes, output: np.ndarray, photo: np.ndarray, name: str) -> np.ndarray:
         try:
             return super()._accept(key, output, photo, name)

@@ -216,6 +216,9 @@ class TeacherFilter(Filter):
             self.output(np.ascontiguousarray(photos[index].transpose(1, 2, 0)), name)
         return failed
 
+    def _fill(self, photos: np.ndarray) -> None:
+        """Make the outputs of a batch's photos ``(B, 3, H, W)`` before they are read (here: one by one)."""
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """The teacher's outputs for a batch, as floats (uint8 /255, uint16 /65535, float as is).
 
@@ -235,6 +238,7 @@ class TeacherFilter(Filter):
                 f"filter {self.spec!r}: expected a batch of shape (B, 3, H, W); got {tuple(batch.shape)}"
             )
         photos = batch.detach().float().mul(255.0).round_().clamp_(0, 255).to("cpu", torch.uint8)
+        self._fill(photos.numpy())
         photos = photos.numpy().transpose(0, 2, 3, 1)
         outputs = [
             self.output(np.ascontiguousarray(photo), f"photo {i} of the batch")
