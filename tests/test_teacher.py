@@ -162,6 +162,7 @@ def test_a_failing_photo_is_reported_with_stderr_and_skipped(tmp_path, folder) -
     assert len(train) == 6
     reasons = [reason for _, reason in train.skipped]
     assert len(reasons) == 2 and all("stderr: refusing a black photo" in r for r in reasons)
+    assert all(name.endswith("p3.png'") for name, _ in train.skipped)  # named by file
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))

@@ -158,18 +158,18 @@ def load_filtered_dataset(
         )
         images, groups, labels = samples.images, samples.groups, None
         train, val = split_by_group(groups, val_fraction, seed)
-        source, skipped = "samples", []
+        source, skipped, photo_files = "samples", [], None
     elif kind == "tiny-imagenet":
         images, groups, labels, train, val, skipped = _tiny_imagenet(
             path, download, crop_size, val_fraction, seed, limit, val_limit, cache
         )
-        source = f"tiny-imagenet:{path}"
+        source, photo_files = f"tiny-imagenet:{path}", None
     else:
         files = None if limit is None else limit + (val_limit or 0)
         decoded = load_image_folder(path, crop_size=crop_size, limit=files, seed=seed, cache=cache)
         images, groups, labels, skipped = decoded.images, decoded.groups, None, decoded.skipped
         train, val = split_by_group(groups, val_fraction, seed)
-        source = f"folder:{path}"
+        source, photo_files = f"folder:{path}", decoded.paths
     if len(images) == 0:
         raise ValueError(
             f"no {crop_size}x{crop_size} crop could be cut from {source!r}; lower crop_size"
@@ -178,7 +178,8 @@ def load_filtered_dataset(
     val = val[choose_indices(len(val), val_limit, [int(seed), 2])]
     if isinstance(target, TeacherFilter):
         skipped = list(skipped)
-        train, val = _teach(target, images, groups, train, val, source, skipped)
+        where = photo_files if photo_files is not None else source
+        train, val = _teach(target, images, groups, train, val, where, skipped)
     common = {"groups": groups, "labels": labels, "source": source, "skipped": skipped}
     return (
         FilteredDataset(images, target, indices=train, **common),
@@ -226,7 +227,7 @@ def _teach(
     groups: np.ndarray,
     train: np.ndarray,
     val: np.ndarray,
-    source: str,
+    where: str | list[Path],
     skipped: list[tuple[str, str]],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Compute the teacher's outputs for the rows in use; rows it fails on leave both splits."""
@@ -234,7 +235,12 @@ def _teach(
     failed = set()
     for start in range(0, len(rows), _TEACH_CHUNK):
         chunk = rows[start : start + _TEACH_CHUNK]
-        names = [f"crop {row} (photo {groups[row]}) of {source}" for row in chunk]
+        names = [
+            f"crop {row} of {where}, photo {groups[row]}"
+            if isinstance(where, str)
+            else f"crop {row} of {str(where[groups[row]])!r}"
+            for row in chunk
+        ]
         failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
     if failed:
         warnings.warn(
