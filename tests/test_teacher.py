@@ -186,6 +186,8 @@ def test_command_errors_before_any_photo(tmp_path) -> None:
         create_filter("cmd:cp photo.png {out}", allow_commands=True)
     with pytest.raises(ValueError, match=r"no \{out\}"):
         create_filter("cmd:cp {in} x.png", allow_commands=True)
+    with pytest.raises(ValueError, match="a Python callable cannot be rebuilt"):
+        create_filter("callable:os.system")  # a recorded callable's name is never imported
     code = main(["train", "--filter", "cmd:cp {in}", "--out", str(tmp_path / "r")])
     assert code == 1 and not (tmp_path / "r").exists()
 
