@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         required=True,
-        help="output file (.npy, .png, .tif) for an image; output folder for a folder",
+        help="output file (.npy, .png, .tif) for an image, or a folder to write it into "
+        "(as STEM.png); output folder for a folder. Never an input unless --overwrite-input",
     )
     parser.add_argument(
         "--format",
@@ -54,7 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder: filter up to N images of one size together when each fits a tile",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="folder: replace existing outputs (else skipped)"
+        "--overwrite",
+        action="store_true",
+        help="folder: replace existing outputs (else skipped); image: replace an existing file "
+        "whose name img2img made (-o FOLDER or -o NAME without an extension)",
+    )
+    parser.add_argument(
+        "--overwrite-input",
+        action="store_true",
+        help="allow -o to be the input image or the input folder (refused otherwise)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -92,18 +102,50 @@ def output_range(model) -> tuple[float, float] | None:
     return model_output_range(model)
 
 
-def _single_output(output: str, format: str | None) -> Path:
-    """The output file for one image: ``--format`` must agree with its extension."""
+def _single_output(args: argparse.Namespace) -> Path:
+    """The output file for one image, checked: never the input, never an unrelated file.
+
+    ``-o FOLDER`` (an existing folder, or a name ending in ``/``) writes
+    ``FOLDER/<input stem>.<ext>``, and ``-o NAME`` without an extension writes
+    ``NAME.<ext>`` (``ext`` from ``--format``, default png); such a name that exists
+    is replaced only with ``--overwrite``. ``--format`` must agree with an explicit
+    extension. An output that is the input (symbolic and hard links resolved) is
+    refused unless ``--overwrite-input``.
+    """
+    output, format = args.output, args.format
     path = Path(output)
-    suffix = path.suffix.lower()
-    if not suffix:
-        return path.with_suffix(_FORMATS[format or "png"][0])
-    if format is not None and suffix not in _FORMATS[format]:
+    extension = _FORMATS[format or "png"][0]
+    made = False
+    if path.is_dir() or output.endswith(("/", os.sep)):
+        path, made = path / (Path(args.input).stem + extension), True
+    elif not path.suffix:
+        path, made = path.with_suffix(extension), True
+    elif format is not None and path.suffix.lower() not in _FORMATS[format]:
         raise ValueError(
             f"--format {format} disagrees with the output file {output!r} (expected an "
             f"extension of {list(_FORMATS[format])})"
         )
+    if not args.overwrite_input and _same_file(Path(args.input), path):
+        raise ValueError(
+            f"-o {output!r} would write over the input image {args.input!r}; choose another "
+            "output file (or pass --overwrite-input to replace the input)"
+        )
+    if made and os.path.lexists(path) and not args.overwrite:
+        raise ValueError(
+            f"-o {output!r}: {str(path)!r} exists; pass --overwrite to replace it, or name "
+            "the output file"
+        )
     return path
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths lead to the same file (symbolic links resolved, hard links too)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
 
 
 def _run_folder(args: argparse.Namespace, model) -> int:
@@ -122,6 +164,7 @@ def _run_folder(args: argparse.Namespace, model) -> int:
         format=args.format or "png",
         bit_depth=args.bit_depth,
         overwrite=args.overwrite,
+        overwrite_input=args.overwrite_input,
         tile=args.tile,
         device=args.device,
         fast=args.fast,
@@ -143,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(resolve_model_path(args.model))
     if Path(args.input).is_dir():
         return _run_folder(args, model)
-    output = _single_output(args.output, args.format)
+    output = _single_output(args)
     result = apply_filter(
         args.input,
         model,
@@ -153,6 +196,11 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         progress=sys.stderr.isatty(),
     )
-    write_image(output, result, bit_depth=args.bit_depth, value_range=output_range(model))
+    try:
+        write_image(output, result, bit_depth=args.bit_depth, value_range=output_range(model))
+    except OSError as error:  # written through a temporary file: nothing partial is left
+        raise OSError(
+            f"cannot write {str(output)!r}: {error.strerror or error} (nothing was written)"
+        ) from None
     print(f"wrote {output} ({result.shape[1]}x{result.shape[0]})")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter
@@ -19,6 +20,9 @@ __all__ = ["OUTPUT_FORMATS", "FolderSummary", "apply_folder", "failure_line", "o
 
 #: ``format`` -> the extension of the files written.
 OUTPUT_FORMATS = {"png": ".png", "npy": ".npy", "tif": ".tif"}
+
+# The longest file name (bytes) most file systems take.
+_NAME_MAX = 255
 
 #: Pixel values (``H * W * C``) that images waiting to fill a batch may hold before they run.
 PENDING_VALUES = 64 * 2**20
@@ -72,11 +76,15 @@ def failure_line(path: Path, reason: str) -> str:
 
 
 def output_paths(inputs: list[Path], input_dir: Path, output_dir: Path, suffix: str) -> list[Path]:
-    """The output file of each input: the same relative path, with ``suffix``.
+    """The output file of each input, all distinct: the same relative path, with ``suffix``.
 
-    Inputs that differ only by extension (``a.jpg``, ``a.png``) would share an
-    output; they keep their extension in the name instead (``a.jpg.png``,
-    ``a.png.png``), so that nothing is overwritten and re-runs find the same names.
+    Every name is decided before anything is written, and no two inputs share an
+    output (names are compared ignoring case, so that a case-insensitive file system
+    loses nothing either): inputs that would share one (``a.jpg``, ``a.png``) keep
+    their extension in the name instead (``a.jpg.png``, ``a.png.png``), and a name
+    that is still taken (``a.jpg.png`` is also the output of an input ``a.jpg.png``)
+    gets a number (``a.jpg-2.png``). A name too long for the file system is
+    shortened. The names depend only on the inputs, so re-runs find the same ones.
 
     Args:
         inputs: Input images (under ``input_dir``).
@@ -89,23 +97,67 @@ def output_paths(inputs: list[Path], input_dir: Path, output_dir: Path, suffix: 
     """
     relatives = [path.relative_to(input_dir) for path in inputs]
     plain = [relative.with_suffix(suffix) for relative in relatives]
-    counts = Counter(plain)
-    return [
-        output_dir / (name if counts[name] == 1 else relative.with_name(relative.name + suffix))
-        for relative, name in zip(relatives, plain, strict=True)
-    ]
+    counts = Counter(_key(name) for name in plain)
+    chosen: list[Path | None] = [name if counts[_key(name)] == 1 else None for name in plain]
+    taken = {_key(name) for name in chosen if name is not None}
+    for index, relative in enumerate(relatives):
+        if chosen[index] is None:
+            for number in itertools.count(1):
+                name = relative.with_name(_numbered(relative.name, number, suffix))
+                if _key(name) not in taken:
+                    break
+            chosen[index] = name
+            taken.add(_key(name))
+    return [output_dir / name for name in chosen]
+
+
+def _key(relative: Path) -> str:
+    return str(relative).casefold()
+
+
+def _numbered(name: str, number: int, suffix: str) -> str:
+    """``name + suffix`` for ``number`` 1, else ``name-N + suffix``; cut to fit a file name."""
+    tail = (f"-{number}" if number > 1 else "") + suffix
+    while len(os.fsencode(name + tail)) > _NAME_MAX and len(name) > 1:
+        name = name[:-1]
+    return name + tail
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _real(path: Path) -> Path:
+    """``path`` with every symbolic link resolved; a loop is left as it is (never raises)."""
+    return Path(os.path.realpath(path))
+
+
 def _inside(path: Path, folder: Path) -> bool:
+    real, base = _real(path), _real(folder)
+    return real == base or base in real.parents
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The ``(device, inode)`` of the file ``path`` leads to, or ``None`` if there is none."""
     try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _check_not_input_folder(input_dir: Path, output_dir: Path, overwrite_input: bool) -> None:
+    """Refuse an output folder that is the input folder (symbolic links resolved).
+
+    Raises:
+        ValueError: If they are the same folder and ``overwrite_input`` is off.
+    """
+    if not overwrite_input and _real(input_dir) == _real(output_dir):
+        raise ValueError(
+            f"output folder {str(output_dir)!r} is the input folder {str(input_dir)!r}: outputs "
+            "would be written among (and could replace) the input images; choose another output "
+            "folder (or pass overwrite_input=True / --overwrite-input)"
+        )
 
 
 def apply_folder(
@@ -117,6 +169,7 @@ def apply_folder(
     bit_depth: int = 8,
     value_range: tuple[float, float] | None = None,
     overwrite: bool = False,
+    overwrite_input: bool = False,
     tile: int | None = None,
     device: DeviceLike = "auto",
     fast: bool | None = None,
@@ -131,8 +184,12 @@ def apply_folder(
     files under ``output_dir`` are left out when it lies inside ``input_dir``),
     read with 16-bit samples kept, filtered with :class:`Predictor` and written
     with :func:`img2img.imageio.write_image` at the same relative path with the
-    format's extension (see :func:`output_paths`). A file that cannot be read,
-    filtered or written is recorded with its reason and the run goes on.
+    format's extension; inputs that would share an output get distinct names,
+    chosen before anything is written (see :func:`output_paths`). Each output goes
+    to a temporary file in its folder and is renamed into place, so a failure
+    leaves no partial file. A file that cannot be read (a bad image, a FIFO, a
+    symbolic link loop), filtered or written is recorded with its reason and the
+    run goes on.
 
     Args:
         model: The trained model.
@@ -144,6 +201,10 @@ def apply_folder(
             (default: the output range of the model's filter from its metadata,
             see :func:`model_output_range`; ``(0, 1)`` without metadata).
         overwrite: Replace existing outputs (otherwise they are skipped, unread).
+        overwrite_input: Allow ``output_dir`` to be ``input_dir`` and, with
+            ``overwrite``, an output to replace an input image (symbolic and hard
+            links resolved); otherwise the first is a ``ValueError`` and the second a
+            failure of that image.
         tile: Tile side (see :class:`Predictor`).
         device: Where the network runs.
         fast: The folded fast path (see :class:`Predictor`).
@@ -159,7 +220,8 @@ def apply_folder(
     Raises:
         FileNotFoundError: If ``input_dir`` does not exist.
         NotADirectoryError: If ``input_dir`` is not a folder.
-        ValueError: For a bad ``format``, ``bit_depth``, ``batch`` or ``tile``.
+        ValueError: For a bad ``format``, ``bit_depth``, ``batch`` or ``tile``, or an
+            ``output_dir`` that is ``input_dir`` without ``overwrite_input``.
     """
     from tqdm.auto import tqdm
 
@@ -174,12 +236,16 @@ def apply_folder(
         raise ValueError(f"batch must be a positive integer; got {batch!r}")
     max_pixels = max_pixels_limit(max_pixels)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    _check_not_input_folder(input_dir, output_dir, overwrite_input)
     predictor = Predictor(model, tile=tile, device=device, fast=fast)
     if value_range is None and format != "npy":
         value_range = model_output_range(model)
-    inputs = [p for p in list_images(input_dir) if not _inside(p, output_dir)]
+    inputs = list_images(input_dir)
+    if _real(output_dir) != _real(input_dir):  # earlier outputs inside the input folder
+        inputs = [path for path in inputs if not _inside(path, output_dir)]
     outputs = output_paths(inputs, input_dir, output_dir, OUTPUT_FORMATS[format])
     summary = FolderSummary(input_dir, output_dir)
+    input_ids = {_file_id(path) for path in inputs} - {None}
 
     def fail(path: Path, error: BaseException) -> None:
         reason = _one_line(error)
@@ -192,8 +258,10 @@ def apply_folder(
             result = result[..., 0]  # (H, W), as apply_filter returns it
         try:
             write_image(target, result, bit_depth=bit_depth, value_range=value_range)
-        except (ValueError, OSError) as error:
+        except ValueError as error:
             fail(source, error)
+        except OSError as error:  # written through a temporary file: nothing partial is left
+            fail(source, OSError(f"cannot write {target}: {error.strerror or error}"))
         else:
             summary.done.append(source)
 
@@ -213,8 +281,12 @@ def apply_folder(
 
     with tqdm(total=len(inputs), unit="image", disable=not progress) as bar:
         for source, target in zip(inputs, outputs, strict=True):
-            if target.exists() and not overwrite:
+            if os.path.lexists(target) and not overwrite:
                 summary.skipped.append(source)
+                bar.update()
+                continue
+            if not overwrite_input and _file_id(target) in input_ids:
+                fail(source, ValueError(f"the output {target} is an input image (not replaced)"))
                 bar.update()
                 continue
             try:
