@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 from img2img.cli.common import add_device, positive_int
 
 _FORMATS = {"png": (".png",), "npy": (".npy",), "tif": (".tif", ".tiff")}
+_LOSSY = (".jpg", ".jpeg", ".webp")
+_SCALES = ("auto", "range", "abs")  # img2img.infer.folder.SCALES (kept light: no torch import)
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="filter an image or a folder of images with a trained model",
         description="Filter an image of any size, or every image of a folder (sub-folders "
         "mirrored), with a trained model. Output: a float32 .npy (exact), or a PNG/TIFF whose "
-        "values are mapped from the filter's output range (from the model's metadata; [0, 1] "
-        "without) to 0..255 or 0..65535. Inputs: 8- and 16-bit, gray (repeated to RGB), RGBA "
+        "values are mapped to 0..255 or 0..65535 (see --scale). Inputs: PNG, JPEG, BMP, TIFF, "
+        "WebP or GIF, 8- and 16-bit, gray (repeated to RGB), RGBA "
         "(alpha dropped). Large images are filtered in tiles, in bounded memory; linear "
         "models of one convolution run as one OpenCV filter.",
     )
@@ -41,6 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--bit-depth", type=int, choices=(8, 16), default=8, help="PNG/TIFF bit depth (default 8)"
+    )
+    parser.add_argument(
+        "--scale",
+        choices=_SCALES,
+        default=None,
+        help="PNG/TIFF values: auto (each image's 1st..99th percentile), range (the filter's "
+        "output range from the model's metadata; [0, 1] without), abs (|value| from 0 to the "
+        "range's largest magnitude). Default: auto for a filter with negative outputs (edges), "
+        "else range. .npy keeps the raw values",
     )
     parser.add_argument(
         "--tile",
@@ -163,6 +177,7 @@ def _run_folder(args: argparse.Namespace, model) -> int:
         args.output,
         format=args.format or "png",
         bit_depth=args.bit_depth,
+        scale=args.scale,
         overwrite=args.overwrite,
         overwrite_input=args.overwrite_input,
         tile=args.tile,
@@ -182,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     from img2img.checkpoint import load_model
     from img2img.imageio import write_image
     from img2img.infer import apply_filter
+    from img2img.infer.folder import default_scale, scaled_for_writing
 
     model = load_model(resolve_model_path(args.model))
     if Path(args.input).is_dir():
@@ -196,8 +212,20 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         progress=sys.stderr.isatty(),
     )
+    values, limits = result, None
+    if output.suffix.lower() != ".npy":
+        filter_range = output_range(model)
+        scale = args.scale or default_scale(filter_range)
+        values, limits = scaled_for_writing(result, scale, filter_range)
+        signed = filter_range[0] < 0 if filter_range else float(result.min()) < 0
+        if output.suffix.lower() in _LOSSY and signed:
+            logger.warning(
+                "img2img: %s is a lossy format: the filter's signed output loses precision "
+                "there; .png, .tif or .npy keep it",
+                output,
+            )
     try:
-        write_image(output, result, bit_depth=args.bit_depth, value_range=output_range(model))
+        write_image(output, values, bit_depth=args.bit_depth, value_range=limits)
     except OSError as error:  # written through a temporary file: nothing partial is left
         raise OSError(
             f"cannot write {str(output)!r}: {error.strerror or error} (nothing was written)"

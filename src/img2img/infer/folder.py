@@ -16,10 +16,25 @@ from torch import nn
 from img2img.devices import DeviceLike
 from img2img.infer.predict import Predictor, model_output_range
 
-__all__ = ["OUTPUT_FORMATS", "FolderSummary", "apply_folder", "failure_line", "output_paths"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "SCALES",
+    "FolderSummary",
+    "apply_folder",
+    "default_scale",
+    "failure_line",
+    "output_paths",
+    "scaled_for_writing",
+]
 
 #: ``format`` -> the extension of the files written.
 OUTPUT_FORMATS = {"png": ".png", "npy": ".npy", "tif": ".tif"}
+
+#: How filter outputs become integer pixels (see :func:`scaled_for_writing`).
+SCALES = ("auto", "range", "abs")
+
+# Values that ``"auto"`` takes its percentiles from (a regular sample of larger results).
+_PERCENTILE_SAMPLE = 4_000_000
 
 # The longest file name (bytes) most file systems take.
 _NAME_MAX = 255
@@ -123,6 +138,51 @@ def _numbered(name: str, number: int, suffix: str) -> str:
     return name + tail
 
 
+def default_scale(filter_range: tuple[float, float] | None) -> str:
+    """``"auto"`` for a filter whose outputs can be negative (edges, differences), else ``"range"``."""
+    return "auto" if filter_range is not None and filter_range[0] < 0 else "range"
+
+
+def scaled_for_writing(
+    result: np.ndarray, scale: str, filter_range: tuple[float, float] | None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The values to write as integer pixels, and the ``(low, high)`` mapped to black and white.
+
+    * ``"range"``: the filter's output range (``(0, 1)`` when unknown), the same
+      mapping for every image;
+    * ``"auto"``: the result's own 1st and 99th percentiles (over all channels), so
+      that a signed output such as an edge map uses the whole grey scale; a flat
+      result falls back to ``"range"``;
+    * ``"abs"``: the magnitude ``|v|``, from 0 to the largest magnitude of the
+      filter's range (of the result, when the range is unknown).
+
+    Args:
+        result: A filter output, ``(H, W)`` or ``(H, W, C)`` float.
+        scale: One of :data:`SCALES`.
+        filter_range: The filter's ``(low, high)``, or ``None``.
+
+    Returns:
+        ``(values, (low, high))`` for :func:`img2img.imageio.write_image`.
+
+    Raises:
+        ValueError: For an unknown ``scale``.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}; got {scale!r}")
+    known = filter_range or (0.0, 1.0)
+    if scale == "abs":
+        magnitude = np.abs(result)
+        top = max(map(abs, filter_range)) if filter_range else float(magnitude.max())
+        return magnitude, (0.0, top if top > 0 else 1.0)
+    if scale == "auto":
+        values = result.reshape(-1)
+        values = values[:: max(1, values.size // _PERCENTILE_SAMPLE)]
+        low, high = (float(v) for v in np.percentile(values, [1, 99]))
+        if high > low:
+            return result, (low, high)
+    return result, known
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -168,6 +228,7 @@ def apply_folder(
     format: str = "png",
     bit_depth: int = 8,
     value_range: tuple[float, float] | None = None,
+    scale: str | None = None,
     overwrite: bool = False,
     overwrite_input: bool = False,
     tile: int | None = None,
@@ -197,9 +258,13 @@ def apply_folder(
         output_dir: Where the results go (created as needed).
         format: ``"png"``, ``"tif"`` (scaled to integers) or ``"npy"`` (float32, exact).
         bit_depth: 8 or 16, for PNG and TIFF.
-        value_range: The output values mapped to black and white in PNG and TIFF
-            (default: the output range of the model's filter from its metadata,
-            see :func:`model_output_range`; ``(0, 1)`` without metadata).
+        value_range: The output values mapped to black and white in PNG and TIFF,
+            for every image (overrides ``scale``).
+        scale: How PNG and TIFF values are mapped, per image (see
+            :func:`scaled_for_writing`): ``"auto"``, ``"range"`` or ``"abs"``; default
+            ``"auto"`` for a filter with negative outputs, else ``"range"`` (the
+            filter's range from the model's metadata, see :func:`model_output_range`;
+            ``(0, 1)`` without metadata). ``.npy`` outputs keep the raw values.
         overwrite: Replace existing outputs (otherwise they are skipped, unread).
         overwrite_input: Allow ``output_dir`` to be ``input_dir`` and, with
             ``overwrite``, an output to replace an input image (symbolic and hard
@@ -220,7 +285,7 @@ def apply_folder(
     Raises:
         FileNotFoundError: If ``input_dir`` does not exist.
         NotADirectoryError: If ``input_dir`` is not a folder.
-        ValueError: For a bad ``format``, ``bit_depth``, ``batch`` or ``tile``, or an
+        ValueError: For a bad ``format``, ``bit_depth``, ``scale``, ``batch`` or ``tile``, or an
             ``output_dir`` that is ``input_dir`` without ``overwrite_input``.
     """
     from tqdm.auto import tqdm
@@ -238,8 +303,9 @@ def apply_folder(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     _check_not_input_folder(input_dir, output_dir, overwrite_input)
     predictor = Predictor(model, tile=tile, device=device, fast=fast)
-    if value_range is None and format != "npy":
-        value_range = model_output_range(model)
+    filter_range = model_output_range(model) if value_range is None else value_range
+    scale = "range" if value_range is not None else scale or default_scale(filter_range)
+    scaled_for_writing(np.zeros(1, np.float32), scale, filter_range)  # checks scale
     inputs = list_images(input_dir)
     if _real(output_dir) != _real(input_dir):  # earlier outputs inside the input folder
         inputs = [path for path in inputs if not _inside(path, output_dir)]
@@ -256,8 +322,11 @@ def apply_folder(
     def write(source: Path, target: Path, result: np.ndarray) -> None:
         if result.shape[-1] == 1:
             result = result[..., 0]  # (H, W), as apply_filter returns it
+        limits = None
         try:
-            write_image(target, result, bit_depth=bit_depth, value_range=value_range)
+            if format != "npy":
+                result, limits = scaled_for_writing(result, scale, filter_range)
+            write_image(target, result, bit_depth=bit_depth, value_range=limits)
         except ValueError as error:
             fail(source, error)
         except OSError as error:  # written through a temporary file: nothing partial is left
