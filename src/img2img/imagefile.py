@@ -105,28 +105,28 @@ def other_format(prefix: bytes) -> str | None:
 
 
 def png_chunk_problem(file: BinaryIO) -> str | None:
-    """The first bad PNG chunk: a CRC mismatch, an impossible length or a cut; ``None`` if sound."""
+    """The first bad PNG chunk (``"corrupt: ..."`` or ``"truncated: ..."``); ``None`` if sound."""
     file.seek(len(PNG_SIGNATURE))
     while True:
         offset = file.tell()
         head = file.read(8)
         if len(head) < 8:
-            return f"the file ends at byte {offset + len(head)} without an IEND chunk"
+            return f"truncated: the file ends at byte {offset + len(head)} without an IEND chunk"
         length, kind = struct.unpack(">I4s", head)
         name = repr(kind.decode("latin-1")) if kind.isalpha() else kind.hex()
         if length > 2**31 - 1:
-            return f"chunk {name} at byte {offset} claims {length:,} bytes"
+            return f"corrupt: chunk {name} at byte {offset} claims {length:,} bytes"
         crc, remaining = zlib.crc32(kind), length
         while remaining:
             piece = file.read(min(remaining, 2**20))
             if not piece:
-                return f"the file ends inside chunk {name} (at byte {offset})"
+                return f"truncated: the file ends inside chunk {name} (at byte {offset})"
             crc, remaining = zlib.crc32(piece, crc), remaining - len(piece)
         stored = file.read(4)
         if len(stored) < 4:
-            return f"the file ends inside chunk {name} (at byte {offset})"
+            return f"truncated: the file ends inside chunk {name} (at byte {offset})"
         if struct.unpack(">I", stored)[0] != crc:
             role = "ancillary" if kind[0] & 0x20 else "critical"
-            return f"CRC mismatch in chunk {name} ({role}, at byte {offset})"
+            return f"corrupt: CRC mismatch in chunk {name} ({role}, at byte {offset})"
         if kind == b"IEND":
             return None

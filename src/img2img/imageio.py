@@ -233,7 +233,7 @@ def _unidentified_reason(file: BinaryIO) -> str:
                 return f"the image has a zero dimension ({width}x{height})"
         problem = _png_chunk_problem(file)
         if problem:
-            return f"the PNG file is corrupt: {problem}"
+            return f"the PNG file is {problem}"
     other = other_format(head[:16])
     seen = f"it looks like {other}, which is never decoded; " if other else ""
     return f"not a recognised image format ({seen}{_ACCEPTED})"
@@ -249,7 +249,7 @@ def _verify_png(path: Path, file: BinaryIO, limit: int) -> None:
     except Exception as error:
         problem = _png_chunk_problem(file)
         if problem:
-            raise _fail(path, f"the PNG file is corrupt: {problem}") from None
+            raise _fail(path, f"the PNG file is {problem}") from None
         raise _fail(path, f"the file is truncated or corrupt ({error})") from None
 
 
