@@ -172,6 +172,8 @@ def test_apply_folder_library(tmp_path: Path, photo: np.ndarray) -> None:
     assert text.splitlines()[0].startswith("done 0, skipped 2, failed 1 of 3 images")
     with pytest.raises(ValueError, match="format must be one of"):
         apply_folder(model, tmp_path / "in", tmp_path / "o", format="jpg")
+    with pytest.raises(ValueError, match=r"scale must be one of \['auto', 'range', 'abs'\]"):
+        apply_folder(model, tmp_path / "in", tmp_path / "o", scale="loud")
     with pytest.raises(ValueError, match="batch must be a positive integer; got 0"):
         apply_folder(model, tmp_path / "in", tmp_path / "o", batch=0)
     with pytest.raises(FileNotFoundError):

@@ -206,6 +206,18 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
+def _check_options(format: str, bit_depth: int, batch: int, scale: str | None) -> None:
+    """Refuse a bad ``format``, ``bit_depth``, ``batch`` or ``scale`` with a ``ValueError``."""
+    if format not in OUTPUT_FORMATS:
+        raise ValueError(f"format must be one of {sorted(OUTPUT_FORMATS)}; got {format!r}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    if scale is not None and scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}; got {scale!r}")
+
+
 def _check_not_input_folder(input_dir: Path, output_dir: Path, overwrite_input: bool) -> None:
     """Refuse an output folder that is the input folder (symbolic links resolved).
 
@@ -293,19 +305,13 @@ def apply_folder(
     from img2img.imageio import list_images, max_pixels_limit, read_image, write_image
 
     started = time.perf_counter()
-    if format not in OUTPUT_FORMATS:
-        raise ValueError(f"format must be one of {sorted(OUTPUT_FORMATS)}; got {format!r}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    _check_options(format, bit_depth, batch, scale)
     max_pixels = max_pixels_limit(max_pixels)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     _check_not_input_folder(input_dir, output_dir, overwrite_input)
     predictor = Predictor(model, tile=tile, device=device, fast=fast)
     filter_range = model_output_range(model) if value_range is None else value_range
     scale = "range" if value_range is not None else scale or default_scale(filter_range)
-    scaled_for_writing(np.zeros(1, np.float32), scale, filter_range)  # checks scale
     inputs = list_images(input_dir)
     if _real(output_dir) != _real(input_dir):  # earlier outputs inside the input folder
         inputs = [path for path in inputs if not _inside(path, output_dir)]
