@@ -133,6 +133,16 @@ def test_folder_formats_and_values(tmp_path: Path, photo: np.ndarray, linear_pat
     assert tif.dtype == np.uint16 and tif.shape == photo.shape[:2]
     expected = np.clip(np.rint((exact.astype(np.float64) - low) / (high - low) * 65535), 0, 65535)
     assert np.abs(tif.astype(np.int64) - expected).max() <= 1
+    # 32 bits: a float TIFF holding the raw values, for a folder and for one image.
+    args = ["apply", str(run), str(tmp_path / "in"), "-o", str(tmp_path / "f32"), "--format", "tif"]
+    assert main([*args, "--bit-depth", "32"]) == 0
+    single = ["apply", str(run), str(tmp_path / "in" / "sub" / "p.png"), "--bit-depth", "32"]
+    assert main([*single, "-o", str(tmp_path / "one.tif")]) == 0
+    for path in (tmp_path / "f32" / "sub" / "p.tif", tmp_path / "one.tif"):
+        values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert values.dtype == np.float32
+        np.testing.assert_array_equal(values, exact)
+    assert main([*single, "-o", str(tmp_path / "one.png")]) == 1  # PNG has no float samples
 
 
 def test_folder_batches_equal_single_images(tmp_path: Path, photo: np.ndarray) -> None:

@@ -19,6 +19,7 @@ __all__ = ["TEMPORARY_PREFIX", "atomic_write_bytes", "write_image"]
 
 _WRITE_EXTENSIONS_8 = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _WRITE_EXTENSIONS_16 = (".png", ".tif", ".tiff")
+_WRITE_EXTENSIONS_32 = (".tif", ".tiff")
 
 #: How the names of temporary files begin (``.tmp-`` and 16 hex digits, in the target's folder).
 TEMPORARY_PREFIX = ".tmp-"
@@ -56,14 +57,15 @@ def write_image(
     clipped and rounded: ``round((v - low) / (high - low) * (2**bit_depth - 1))``.
     The default range is ``(0, 1)`` for float and bool arrays and the full range
     of the dtype for uint8 and uint16 (so uint8 written as 16-bit is ``v * 257``).
+    ``bit_depth=32`` (TIFF only) writes float32 samples, values unchanged, as ``.npy``.
     The file is written with :func:`atomic_write_bytes`, so a reader never sees
     half a file and a failure leaves the previous file as it was.
 
     Args:
         path: The file; its extension chooses the format.
         array: ``(H, W)``, ``(H, W, 1)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
-        bit_depth: 8 or 16 (16 for ``.png`` and ``.tif`` only).
-        value_range: ``(low, high)`` mapped to black and full white.
+        bit_depth: 8, 16 (``.png`` and ``.tif`` only) or 32 (float, ``.tif`` only).
+        value_range: ``(low, high)`` mapped to black and full white (8 and 16 bits).
         quality: JPEG/WebP quality, 1 to 100.
 
     Returns:
@@ -83,9 +85,11 @@ def write_image(
         np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
         atomic_write_bytes(path, buffer.getbuffer())
         return path
-    if bit_depth not in (8, 16):
-        raise ValueError(f"write_image: bit_depth must be 8 or 16; got {bit_depth!r}")
-    allowed = _WRITE_EXTENSIONS_8 if bit_depth == 8 else _WRITE_EXTENSIONS_16
+    if bit_depth not in (8, 16, 32):
+        raise ValueError(f"write_image: bit_depth must be 8, 16 or 32; got {bit_depth!r}")
+    allowed = {8: _WRITE_EXTENSIONS_8, 16: _WRITE_EXTENSIONS_16, 32: _WRITE_EXTENSIONS_32}[
+        bit_depth
+    ]
     if suffix not in allowed:
         raise ValueError(
             f"write_image: extension {suffix or '(none)'!r} cannot hold {bit_depth}-bit images; "
@@ -110,9 +114,12 @@ def write_image(
         raise ValueError(
             f"write_image: array has {bad} NaN or infinite values; cannot write {str(path)!r}"
         )
-    top = 2**bit_depth - 1
-    scaled = np.clip(np.rint((values - low) / (high - low) * top), 0, top)
-    pixels = scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
+    if bit_depth == 32:
+        pixels = array.astype(np.float32)  # the values themselves
+    else:
+        top = 2**bit_depth - 1
+        scaled = np.clip(np.rint((values - low) / (high - low) * top), 0, top)
+        pixels = scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(
             pixels, cv2.COLOR_RGB2BGR if pixels.shape[2] == 3 else cv2.COLOR_RGBA2BGRA

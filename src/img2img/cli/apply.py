@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output format for a folder (default png); for a file, the extension decides",
     )
     parser.add_argument(
-        "--bit-depth", type=int, choices=(8, 16), default=8, help="PNG/TIFF bit depth (default 8)"
+        "--bit-depth",
+        type=int,
+        choices=(8, 16, 32),
+        default=8,
+        help="PNG/TIFF bit depth (default 8); 32: float TIFF holding the raw values, as .npy",
     )
     parser.add_argument(
         "--scale",
@@ -213,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     values, limits = result, None
-    if output.suffix.lower() != ".npy":
+    if output.suffix.lower() != ".npy" and args.bit_depth != 32:
         filter_range = output_range(model)
         scale = args.scale or default_scale(filter_range)
         values, limits = scaled_for_writing(result, scale, filter_range)

@@ -210,8 +210,10 @@ def _check_options(format: str, bit_depth: int, batch: int, scale: str | None) -
     """Refuse a bad ``format``, ``bit_depth``, ``batch`` or ``scale`` with a ``ValueError``."""
     if format not in OUTPUT_FORMATS:
         raise ValueError(f"format must be one of {sorted(OUTPUT_FORMATS)}; got {format!r}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16; got {bit_depth!r}")
+    if bit_depth not in (8, 16, 32):
+        raise ValueError(f"bit_depth must be 8, 16 or 32; got {bit_depth!r}")
+    if bit_depth == 32 and format != "tif":
+        raise ValueError(f"bit_depth 32 (float samples) needs format 'tif'; got {format!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer; got {batch!r}")
     if scale is not None and scale not in SCALES:
@@ -269,7 +271,7 @@ def apply_folder(
         input_dir: The folder of images.
         output_dir: Where the results go (created as needed).
         format: ``"png"``, ``"tif"`` (scaled to integers) or ``"npy"`` (float32, exact).
-        bit_depth: 8 or 16, for PNG and TIFF.
+        bit_depth: 8 or 16, for PNG and TIFF; 32 for float TIFF (raw values, as ``.npy``).
         value_range: The output values mapped to black and white in PNG and TIFF,
             for every image (overrides ``scale``).
         scale: How PNG and TIFF values are mapped, per image (see
@@ -330,7 +332,7 @@ def apply_folder(
             result = result[..., 0]  # (H, W), as apply_filter returns it
         limits = None
         try:
-            if format != "npy":
+            if format != "npy" and bit_depth != 32:
                 result, limits = scaled_for_writing(result, scale, filter_range)
             write_image(target, result, bit_depth=bit_depth, value_range=limits)
         except ValueError as error:
