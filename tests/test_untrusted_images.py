@@ -449,6 +449,10 @@ def test_the_input_folder_is_never_the_output_folder(
     assert code == 1 and "done 1, skipped 0, failed 2 of 3" in captured.out
     assert captured.out.count("is an input image") == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    (tmp_path / "file.png").write_bytes(b"an unrelated file")
+    assert main(["apply", str(model_path), str(folder), "-o", str(tmp_path / "file.png")]) == 1
+    _one_line(capsys.readouterr().err, "is a file")
+    assert (tmp_path / "file.png").read_bytes() == b"an unrelated file"
     args = ["apply", str(model_path), str(folder), "-o", str(folder), "--overwrite-input"]
     assert main(args) == 0
     assert "done 1, skipped 2, failed 0 of 3" in capsys.readouterr().out  # j.jpg -> j.png

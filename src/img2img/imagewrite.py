@@ -15,11 +15,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["TEMPORARY_PREFIX", "atomic_write_bytes", "write_image"]
+__all__ = [
+    "SCALES",
+    "TEMPORARY_PREFIX",
+    "atomic_write_bytes",
+    "default_scale",
+    "scaled_for_writing",
+    "write_image",
+]
 
 _WRITE_EXTENSIONS_8 = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 _WRITE_EXTENSIONS_16 = (".png", ".tif", ".tiff")
 _WRITE_EXTENSIONS_32 = (".tif", ".tiff")
+
+#: How filter outputs become integer pixels (see :func:`scaled_for_writing`).
+SCALES = ("auto", "range", "abs")
+
+# Values that ``"auto"`` takes its percentiles from (a regular sample of larger results).
+_PERCENTILE_SAMPLE = 4_000_000
 
 #: How the names of temporary files begin (``.tmp-`` and 16 hex digits, in the target's folder).
 TEMPORARY_PREFIX = ".tmp-"
@@ -136,6 +149,54 @@ def write_image(
         )
     atomic_write_bytes(path, encoded.data)
     return path
+
+
+def default_scale(filter_range: tuple[float, float] | None) -> str:
+    """``"auto"`` for a filter whose outputs can be negative (edges, differences), else ``"range"``."""
+    return "auto" if filter_range is not None and filter_range[0] < 0 else "range"
+
+
+def scaled_for_writing(
+    result: np.ndarray, scale: str, filter_range: tuple[float, float] | None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The values to write as integer pixels, and the ``(low, high)`` mapped to black and white.
+
+    For :func:`write_image`'s ``value_range``; ``img2img apply`` and
+    :func:`img2img.infer.apply_folder` take ``scale``.
+
+    * ``"range"``: the filter's output range (``(0, 1)`` when unknown), the same
+      mapping for every image;
+    * ``"auto"``: the result's own 1st and 99th percentiles (over all channels), so
+      that a signed output such as an edge map uses the whole grey scale; a flat
+      result falls back to ``"range"``;
+    * ``"abs"``: the magnitude ``|v|``, from 0 to the largest magnitude of the
+      filter's range (of the result, when the range is unknown).
+
+    Args:
+        result: A filter output, ``(H, W)`` or ``(H, W, C)`` float.
+        scale: One of :data:`SCALES`.
+        filter_range: The filter's ``(low, high)``, or ``None``.
+
+    Returns:
+        ``(values, (low, high))`` for :func:`img2img.imageio.write_image`.
+
+    Raises:
+        ValueError: For an unknown ``scale``.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {list(SCALES)}; got {scale!r}")
+    known = filter_range or (0.0, 1.0)
+    if scale == "abs":
+        magnitude = np.abs(result)
+        top = max(map(abs, filter_range)) if filter_range else float(magnitude.max())
+        return magnitude, (0.0, top if top > 0 else 1.0)
+    if scale == "auto":
+        values = result.reshape(-1)
+        values = values[:: max(1, values.size // _PERCENTILE_SAMPLE)]
+        low, high = (float(v) for v in np.percentile(values, [1, 99]))
+        if high > low:
+            return result, (low, high)
+    return result, known
 
 
 def _new_temporary(folder: Path) -> tuple[int, Path]:

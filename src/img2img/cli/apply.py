@@ -12,7 +12,7 @@ from img2img.cli.common import add_device, positive_int
 
 _FORMATS = {"png": (".png",), "npy": (".npy",), "tif": (".tif", ".tiff")}
 _LOSSY = (".jpg", ".jpeg", ".webp")
-_SCALES = ("auto", "range", "abs")  # img2img.infer.folder.SCALES (kept light: no torch import)
+_SCALES = ("auto", "range", "abs")  # img2img.imagewrite.SCALES (not imported: keeps --help fast)
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
     """Handle ``img2img apply``."""
     from img2img.checkpoint import load_model
     from img2img.imageio import write_image
+    from img2img.imagewrite import default_scale, scaled_for_writing
     from img2img.infer import apply_filter
-    from img2img.infer.folder import default_scale, scaled_for_writing
 
     model = load_model(resolve_model_path(args.model))
     if Path(args.input).is_dir():

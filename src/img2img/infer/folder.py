@@ -14,6 +14,7 @@ import numpy as np
 from torch import nn
 
 from img2img.devices import DeviceLike
+from img2img.imagewrite import SCALES, default_scale, scaled_for_writing
 from img2img.infer.predict import Predictor, model_output_range
 
 __all__ = [
@@ -29,12 +30,6 @@ __all__ = [
 
 #: ``format`` -> the extension of the files written.
 OUTPUT_FORMATS = {"png": ".png", "npy": ".npy", "tif": ".tif"}
-
-#: How filter outputs become integer pixels (see :func:`scaled_for_writing`).
-SCALES = ("auto", "range", "abs")
-
-# Values that ``"auto"`` takes its percentiles from (a regular sample of larger results).
-_PERCENTILE_SAMPLE = 4_000_000
 
 # The longest file name (bytes) most file systems take.
 _NAME_MAX = 255
@@ -138,51 +133,6 @@ def _numbered(name: str, number: int, suffix: str) -> str:
     return name + tail
 
 
-def default_scale(filter_range: tuple[float, float] | None) -> str:
-    """``"auto"`` for a filter whose outputs can be negative (edges, differences), else ``"range"``."""
-    return "auto" if filter_range is not None and filter_range[0] < 0 else "range"
-
-
-def scaled_for_writing(
-    result: np.ndarray, scale: str, filter_range: tuple[float, float] | None
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """The values to write as integer pixels, and the ``(low, high)`` mapped to black and white.
-
-    * ``"range"``: the filter's output range (``(0, 1)`` when unknown), the same
-      mapping for every image;
-    * ``"auto"``: the result's own 1st and 99th percentiles (over all channels), so
-      that a signed output such as an edge map uses the whole grey scale; a flat
-      result falls back to ``"range"``;
-    * ``"abs"``: the magnitude ``|v|``, from 0 to the largest magnitude of the
-      filter's range (of the result, when the range is unknown).
-
-    Args:
-        result: A filter output, ``(H, W)`` or ``(H, W, C)`` float.
-        scale: One of :data:`SCALES`.
-        filter_range: The filter's ``(low, high)``, or ``None``.
-
-    Returns:
-        ``(values, (low, high))`` for :func:`img2img.imageio.write_image`.
-
-    Raises:
-        ValueError: For an unknown ``scale``.
-    """
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {list(SCALES)}; got {scale!r}")
-    known = filter_range or (0.0, 1.0)
-    if scale == "abs":
-        magnitude = np.abs(result)
-        top = max(map(abs, filter_range)) if filter_range else float(magnitude.max())
-        return magnitude, (0.0, top if top > 0 else 1.0)
-    if scale == "auto":
-        values = result.reshape(-1)
-        values = values[:: max(1, values.size // _PERCENTILE_SAMPLE)]
-        low, high = (float(v) for v in np.percentile(values, [1, 99]))
-        if high > low:
-            return result, (low, high)
-    return result, known
-
-
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -221,11 +171,16 @@ def _check_options(format: str, bit_depth: int, batch: int, scale: str | None) -
 
 
 def _check_not_input_folder(input_dir: Path, output_dir: Path, overwrite_input: bool) -> None:
-    """Refuse an output folder that is the input folder (symbolic links resolved).
+    """Refuse an output folder that is the input folder (symbolic links resolved), or a file.
 
     Raises:
+        NotADirectoryError: If ``output_dir`` is an existing file.
         ValueError: If they are the same folder and ``overwrite_input`` is off.
     """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(
+            f"output folder {str(output_dir)!r} is a file; name a folder (new or existing)"
+        )
     if not overwrite_input and _real(input_dir) == _real(output_dir):
         raise ValueError(
             f"output folder {str(output_dir)!r} is the input folder {str(input_dir)!r}: outputs "
@@ -298,7 +253,7 @@ def apply_folder(
 
     Raises:
         FileNotFoundError: If ``input_dir`` does not exist.
-        NotADirectoryError: If ``input_dir`` is not a folder.
+        NotADirectoryError: If ``input_dir`` is not a folder, or ``output_dir`` is a file.
         ValueError: For a bad ``format``, ``bit_depth``, ``scale``, ``batch`` or ``tile``, or an
             ``output_dir`` that is ``input_dir`` without ``overwrite_input``.
     """
