@@ -72,6 +72,35 @@ def one_torch_thread():
         yield
 
 
+#: A minimal, valid EPS file: what Pillow hands to Ghostscript whatever the file is named.
+EPS_BYTES = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+    b"newpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
+)
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path_factory, monkeypatch) -> Path:
+    """A ``gs`` first on ``PATH`` that only records its arguments in a marker file; the marker's path.
+
+    Pillow's EPS reader runs Ghostscript: a test that gives an entry point an EPS file
+    (:data:`EPS_BYTES`, under any name) and then finds no marker shows that no such
+    program ran. Pillow's cached lookup of ``gs`` is reset, so it would find this one.
+    """
+    from PIL import EpsImagePlugin
+
+    folder = tmp_path_factory.mktemp("fake-gs")
+    marker = folder / "ghostscript-ran"
+    script = folder / "gs"
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> \'{marker}\'\n[ "$1" = --version ] && echo 10.0 && exit 0\nexit 1\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return marker
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

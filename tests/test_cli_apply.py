@@ -120,6 +120,7 @@ def test_folder_formats_and_values(tmp_path: Path, photo: np.ndarray, linear_pat
     for format_ in ("npy", "tif"):
         out = tmp_path / format_
         args = ["apply", str(run), str(tmp_path / "in"), "-o", str(out), "--format", format_]
+        args += ["--scale", "range"]
         code = main([*args, "--bit-depth", "16"])
         assert code == 0
     exact = np.load(tmp_path / "npy" / "sub" / "p.npy")
@@ -132,6 +133,16 @@ def test_folder_formats_and_values(tmp_path: Path, photo: np.ndarray, linear_pat
     assert tif.dtype == np.uint16 and tif.shape == photo.shape[:2]
     expected = np.clip(np.rint((exact.astype(np.float64) - low) / (high - low) * 65535), 0, 65535)
     assert np.abs(tif.astype(np.int64) - expected).max() <= 1
+    # 32 bits: a float TIFF holding the raw values, for a folder and for one image.
+    args = ["apply", str(run), str(tmp_path / "in"), "-o", str(tmp_path / "f32"), "--format", "tif"]
+    assert main([*args, "--bit-depth", "32"]) == 0
+    single = ["apply", str(run), str(tmp_path / "in" / "sub" / "p.png"), "--bit-depth", "32"]
+    assert main([*single, "-o", str(tmp_path / "one.tif")]) == 0
+    for path in (tmp_path / "f32" / "sub" / "p.tif", tmp_path / "one.tif"):
+        values = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert values.dtype == np.float32
+        np.testing.assert_array_equal(values, exact)
+    assert main([*single, "-o", str(tmp_path / "one.png")]) == 1  # PNG has no float samples
 
 
 def test_folder_batches_equal_single_images(tmp_path: Path, photo: np.ndarray) -> None:
@@ -171,6 +182,8 @@ def test_apply_folder_library(tmp_path: Path, photo: np.ndarray) -> None:
     assert text.splitlines()[0].startswith("done 0, skipped 2, failed 1 of 3 images")
     with pytest.raises(ValueError, match="format must be one of"):
         apply_folder(model, tmp_path / "in", tmp_path / "o", format="jpg")
+    with pytest.raises(ValueError, match=r"scale must be one of \['auto', 'range', 'abs'\]"):
+        apply_folder(model, tmp_path / "in", tmp_path / "o", scale="loud")
     with pytest.raises(ValueError, match="batch must be a positive integer; got 0"):
         apply_folder(model, tmp_path / "in", tmp_path / "o", batch=0)
     with pytest.raises(FileNotFoundError):
@@ -245,3 +258,45 @@ def test_unknown_architecture_checkpoint(
     (tmp_path / "run").mkdir()
     assert main(["apply", str(tmp_path / "run"), str(tmp_path / "p.png"), "-o", "x.png"]) == 1
     _one_line_error(capsys, "has no model.safetensors")
+
+
+def test_scale_spreads_a_signed_output_over_the_grey_scale(
+    tmp_path: Path, large_photo: np.ndarray, linear_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The study's Sobel on a real photo: ``auto`` (its default) uses most of 0..255."""
+    Image.fromarray(large_photo).save(tmp_path / "p.png")
+    image, run = str(tmp_path / "p.png"), str(linear_path.parent)
+    assert main(["apply", run, image, "-o", str(tmp_path / "raw.npy")]) == 0
+    raw = np.load(tmp_path / "raw.npy").astype(np.float64)
+    for scale in ("range", "auto", "abs"):
+        assert (
+            main(["apply", run, image, "-o", str(tmp_path / f"{scale}.png"), "--scale", scale]) == 0
+        )
+    assert main(["apply", run, image, "-o", str(tmp_path / "default.png")]) == 0
+    png = {
+        name: cv2.imread(str(tmp_path / f"{name}.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        for name in ("range", "auto", "abs", "default")
+    }
+    spread = {name: np.ptp(np.percentile(v, [1, 99])) for name, v in png.items()}
+    assert spread["range"] < 100 and spread["auto"] > 240, spread  # flat grey vs. the full scale
+    np.testing.assert_array_equal(png["default"], png["auto"])
+    low, high = np.percentile(raw, [1, 99])
+    expected = np.clip(np.rint((raw - low) / (high - low) * 255), 0, 255)
+    assert np.abs(png["auto"] - expected).max() <= 1
+    top = max(map(abs, create_filter("study-sobel").output_range))
+    assert np.abs(png["abs"] - np.clip(np.rint(np.abs(raw) / top * 255), 0, 255)).max() <= 1
+    # A folder: each image its own auto scale; .npy keeps the raw values.
+    (tmp_path / "in").mkdir()
+    Image.fromarray(large_photo).save(tmp_path / "in" / "p.png")
+    assert main(["apply", run, str(tmp_path / "in"), "-o", str(tmp_path / "out")]) == 0
+    np.testing.assert_array_equal(
+        cv2.imread(str(tmp_path / "out" / "p.png"), cv2.IMREAD_UNCHANGED), png["auto"]
+    )
+    # A lossy format for a signed output: written, with a warning.
+    with caplog.at_level("WARNING"):
+        assert main(["apply", run, image, "-o", str(tmp_path / "edges.jpg")]) == 0
+    assert "lossy" in caplog.text and (tmp_path / "edges.jpg").is_file()
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        assert main(["apply", run, image, "-o", str(tmp_path / "edges2.png")]) == 0
+    assert "lossy" not in caplog.text

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
 from img2img.cli.common import add_device, positive_int
 
 _FORMATS = {"png": (".png",), "npy": (".npy",), "tif": (".tif", ".tiff")}
+_LOSSY = (".jpg", ".jpeg", ".webp")
+_SCALES = ("auto", "range", "abs")  # img2img.imagewrite.SCALES (not imported: keeps --help fast)
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="filter an image or a folder of images with a trained model",
         description="Filter an image of any size, or every image of a folder (sub-folders "
         "mirrored), with a trained model. Output: a float32 .npy (exact), or a PNG/TIFF whose "
-        "values are mapped from the filter's output range (from the model's metadata; [0, 1] "
-        "without) to 0..255 or 0..65535. Inputs: 8- and 16-bit, gray (repeated to RGB), RGBA "
+        "values are mapped to 0..255 or 0..65535 (see --scale). Inputs: PNG, JPEG, BMP, TIFF, "
+        "WebP or GIF, 8- and 16-bit, gray (repeated to RGB), RGBA "
         "(alpha dropped). Large images are filtered in tiles, in bounded memory; linear "
         "models of one convolution run as one OpenCV filter.",
     )
@@ -29,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         required=True,
-        help="output file (.npy, .png, .tif) for an image; output folder for a folder",
+        help="output file (.npy, .png, .tif) for an image, or a folder to write it into "
+        "(as STEM.png); output folder for a folder. Never an input unless --overwrite-input",
     )
     parser.add_argument(
         "--format",
@@ -38,7 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output format for a folder (default png); for a file, the extension decides",
     )
     parser.add_argument(
-        "--bit-depth", type=int, choices=(8, 16), default=8, help="PNG/TIFF bit depth (default 8)"
+        "--bit-depth",
+        type=int,
+        choices=(8, 16, 32),
+        default=8,
+        help="PNG/TIFF bit depth (default 8); 32: float TIFF holding the raw values, as .npy",
+    )
+    parser.add_argument(
+        "--scale",
+        choices=_SCALES,
+        default=None,
+        help="PNG/TIFF values: auto (each image's 1st..99th percentile), range (the filter's "
+        "output range from the model's metadata; [0, 1] without), abs (|value| from 0 to the "
+        "range's largest magnitude). Default: auto for a filter with negative outputs (edges), "
+        "else range. .npy keeps the raw values",
     )
     parser.add_argument(
         "--tile",
@@ -54,7 +74,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder: filter up to N images of one size together when each fits a tile",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="folder: replace existing outputs (else skipped)"
+        "--overwrite",
+        action="store_true",
+        help="folder: replace existing outputs (else skipped); image: replace an existing file "
+        "whose name img2img made (-o FOLDER or -o NAME without an extension)",
+    )
+    parser.add_argument(
+        "--overwrite-input",
+        action="store_true",
+        help="allow -o to be the input image or the input folder (refused otherwise)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -92,18 +120,50 @@ def output_range(model) -> tuple[float, float] | None:
     return model_output_range(model)
 
 
-def _single_output(output: str, format: str | None) -> Path:
-    """The output file for one image: ``--format`` must agree with its extension."""
+def _single_output(args: argparse.Namespace) -> Path:
+    """The output file for one image, checked: never the input, never an unrelated file.
+
+    ``-o FOLDER`` (an existing folder, or a name ending in ``/``) writes
+    ``FOLDER/<input stem>.<ext>``, and ``-o NAME`` without an extension writes
+    ``NAME.<ext>`` (``ext`` from ``--format``, default png); such a name that exists
+    is replaced only with ``--overwrite``. ``--format`` must agree with an explicit
+    extension. An output that is the input (symbolic and hard links resolved) is
+    refused unless ``--overwrite-input``.
+    """
+    output, format = args.output, args.format
     path = Path(output)
-    suffix = path.suffix.lower()
-    if not suffix:
-        return path.with_suffix(_FORMATS[format or "png"][0])
-    if format is not None and suffix not in _FORMATS[format]:
+    extension = _FORMATS[format or "png"][0]
+    made = False
+    if path.is_dir() or output.endswith(("/", os.sep)):
+        path, made = path / (Path(args.input).stem + extension), True
+    elif not path.suffix:
+        path, made = path.with_suffix(extension), True
+    elif format is not None and path.suffix.lower() not in _FORMATS[format]:
         raise ValueError(
             f"--format {format} disagrees with the output file {output!r} (expected an "
             f"extension of {list(_FORMATS[format])})"
         )
+    if not args.overwrite_input and _same_file(Path(args.input), path):
+        raise ValueError(
+            f"-o {output!r} would write over the input image {args.input!r}; choose another "
+            "output file (or pass --overwrite-input to replace the input)"
+        )
+    if made and os.path.lexists(path) and not args.overwrite:
+        raise ValueError(
+            f"-o {output!r}: {str(path)!r} exists; pass --overwrite to replace it, or name "
+            "the output file"
+        )
     return path
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two paths lead to the same file (symbolic links resolved, hard links too)."""
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except (OSError, ValueError):
+        return False
 
 
 def _run_folder(args: argparse.Namespace, model) -> int:
@@ -121,7 +181,9 @@ def _run_folder(args: argparse.Namespace, model) -> int:
         args.output,
         format=args.format or "png",
         bit_depth=args.bit_depth,
+        scale=args.scale,
         overwrite=args.overwrite,
+        overwrite_input=args.overwrite_input,
         tile=args.tile,
         device=args.device,
         fast=args.fast,
@@ -138,12 +200,13 @@ def run(args: argparse.Namespace) -> int:
     """Handle ``img2img apply``."""
     from img2img.checkpoint import load_model
     from img2img.imageio import write_image
+    from img2img.imagewrite import default_scale, scaled_for_writing
     from img2img.infer import apply_filter
 
     model = load_model(resolve_model_path(args.model))
     if Path(args.input).is_dir():
         return _run_folder(args, model)
-    output = _single_output(args.output, args.format)
+    output = _single_output(args)
     result = apply_filter(
         args.input,
         model,
@@ -153,6 +216,23 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         progress=sys.stderr.isatty(),
     )
-    write_image(output, result, bit_depth=args.bit_depth, value_range=output_range(model))
+    values, limits = result, None
+    if output.suffix.lower() != ".npy" and args.bit_depth != 32:
+        filter_range = output_range(model)
+        scale = args.scale or default_scale(filter_range)
+        values, limits = scaled_for_writing(result, scale, filter_range)
+        signed = filter_range[0] < 0 if filter_range else float(result.min()) < 0
+        if output.suffix.lower() in _LOSSY and signed:
+            logger.warning(
+                "img2img: %s is a lossy format: the filter's signed output loses precision "
+                "there; .png, .tif or .npy keep it",
+                output,
+            )
+    try:
+        write_image(output, values, bit_depth=args.bit_depth, value_range=limits)
+    except OSError as error:  # written through a temporary file: nothing partial is left
+        raise OSError(
+            f"cannot write {str(output)!r}: {error.strerror or error} (nothing was written)"
+        ) from None
     print(f"wrote {output} ({result.shape[1]}x{result.shape[0]})")
     return 0
