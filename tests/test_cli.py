@@ -157,8 +157,10 @@ def test_data_info(capsys, monkeypatch, tmp_path: Path) -> None:
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path: Path, capsys, argv, message) -> None:
     code, _, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in argv))
-    assert code == 1
-    assert err.startswith("img2img: error: ") and err.count("\n") == 1, err
+    # checks of the arguments (before any data loads) are usage errors, status 2
+    usage = err.startswith("img2img train: error: ")
+    assert code == (2 if usage else 1)
+    assert (usage or err.startswith("img2img: error: ")) and err.count("\n") == 1, err
     assert message in err
     assert "Traceback" not in err
 

@@ -354,16 +354,18 @@ def _tampered_files(folder: Path) -> dict[str, tuple[Path, str]]:
     # metadata asking for a network far larger than the file: refused before it is allocated
     # (4000 x 4000 x 31 x 31 float32 is 61 GB) or built (a million layers)
     huge = {**record, "options": {"kernel_size": 31, "width": 4000, "depth": 3}}
-    meta("metadata-huge-network.safetensors", huge, "does not match architecture 'linear'")
+    meta(
+        "metadata-huge-network.safetensors", huge, "option width must be an integer from 1 to 1024"
+    )
     wide = {
         **record,
         "in_channels": 100_000,
         "out_channels": 100_000,
         "options": {"kernel_size": 31},
     }
-    meta("metadata-wide-network.safetensors", wide, "expects (100000, 100000, 31, 31)")
+    meta("metadata-wide-network.safetensors", wide, "num_input_channels must be an integer from 1")
     deep = {**record, "options": {"depth": 1_000_000}}
-    meta("metadata-deep-network.safetensors", deep, "more than 20 parameter tensors")
+    meta("metadata-deep-network.safetensors", deep, "option depth must be an integer from 1 to 64")
     # the tensors are wrong
     tensors(
         "nan-weight.safetensors",

@@ -30,6 +30,8 @@ from torch import nn
 
 __all__ = [
     "EXPORT_FORMATS",
+    "EXPORT_SUFFIXES",
+    "MAX_EXPORT_SIZE",
     "MissingDependencyError",
     "check_onnx",
     "export_model",
@@ -40,11 +42,16 @@ __all__ = [
 
 #: The formats of :func:`export_model` and their usual extensions.
 EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+#: The file extensions each format may be written to.
+EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
 
 #: The ONNX opset used when none is given.
 DEFAULT_OPSET = 17
 
 _EXAMPLE_SIZE = 64
+#: The largest :func:`min_input_size` of an exported model (its receptive field at most
+#: 1023 pixels): the export traces the model on an image of that side.
+MAX_EXPORT_SIZE = 512
 _INSTALL_HINT = "pip install 'img2img[export]'"
 
 
@@ -92,9 +99,25 @@ def _prepared(model: nn.Module) -> nn.Module:
     return prepare_for_inference(model).cpu()
 
 
-def _example() -> torch.Tensor:
+def _example(model: nn.Module) -> torch.Tensor:
+    """The traced batch: large enough that no layer's padding reaches past the opposite edge.
+
+    A graph traced on a smaller image would record that image's border indices as
+    constants, right for no other size.
+
+    Raises:
+        ValueError: If the model needs inputs wider than :data:`MAX_EXPORT_SIZE`.
+    """
+    need = min_input_size(model)
+    if need > MAX_EXPORT_SIZE:
+        raise ValueError(
+            f"cannot export a model whose receptive field is {2 * need - 1} pixels: the exported "
+            f"graph would need inputs of at least {need}x{need}; the limit is "
+            f"{MAX_EXPORT_SIZE} (img2img.export.MAX_EXPORT_SIZE); apply it with `img2img apply`"
+        )
+    side = max(_EXAMPLE_SIZE, need + 1)
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(1, 3, _EXAMPLE_SIZE, _EXAMPLE_SIZE, generator=generator)
+    return torch.rand(1, 3, side, side, generator=generator)
 
 
 def export_onnx(
@@ -127,6 +150,7 @@ def export_onnx(
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
         raise ValueError(f"opset must be an integer >= 11; got {opset!r}")
     prepared = _prepared(model)
+    example = _example(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -134,7 +158,7 @@ def export_onnx(
         warnings.simplefilter("ignore")  # deprecation and tracer notes about shape checks
         torch.onnx.export(
             prepared,
-            (_example(),),
+            (example,),
             str(path),
             dynamo=False,
             opset_version=opset,
@@ -170,11 +194,12 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         The path written.
     """
     prepared = _prepared(model)
+    example = _example(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(prepared, (_example(),), check_trace=False)
+        traced = torch.jit.trace(prepared, (example,), check_trace=False)
         torch.jit.save(traced, str(path))
     return path
 
@@ -202,7 +227,9 @@ def check_onnx(
     generator = torch.Generator().manual_seed(1)
     model = model.eval()
     worst = 0.0
+    need = min_input_size(model)
     for height, width in sizes:
+        height, width = max(height, need), max(width, need)
         batch = torch.rand(1, 3, height, width, generator=generator)
         with torch.inference_mode():
             expected = model(batch.to(next(model.parameters()).device)).float().cpu().numpy()
@@ -230,10 +257,17 @@ def export_model(
         The path written.
 
     Raises:
-        ValueError: For an unknown format, or an opset given for TorchScript.
+        ValueError: For an unknown format, a path whose extension is not one of the
+            format's (:data:`EXPORT_SUFFIXES`), or an opset given for TorchScript.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {sorted(EXPORT_FORMATS)}; got {format!r}")
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXPORT_SUFFIXES[format]:
+        raise ValueError(
+            f"path for format {format!r} must end in {' or '.join(EXPORT_SUFFIXES[format])}; "
+            f"got {str(path)!r}"
+        )
     if format == "onnx":
         return export_onnx(model, path, opset=opset)
     if opset is not None:

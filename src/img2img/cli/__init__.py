@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -30,11 +31,28 @@ class UserError(Exception):
     """An error to report on one line, without a traceback."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2.
+
+    ``img2img train: error: argument --seed: expected an integer from 0 to ...``: the
+    line names the command and the argument; ``--help`` shows the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` on one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its whitespace runs, newlines included, made single spaces."""
+    return " ".join(str(text).split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``img2img`` argument parser with every sub-command."""
     from img2img import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="img2img",
         description="Teach small convolutional networks to imitate image filters, "
         "and apply them to images of any size.",
@@ -50,12 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 success, 1 failure, 2 usage, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    validate = getattr(args, "validate", None)
+    if validate is not None:  # checks that need several arguments, before any data loads
+        try:
+            validate(args)
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            message = _one_line(error) or type(error).__name__
+            print(f"img2img {args.command}: error: {message}", file=sys.stderr)
+            return 2
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("img2img: interrupted", file=sys.stderr)
         return 130
     except (UserError, ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
+        message = _one_line(error) or type(error).__name__
         print(f"img2img: error: {message}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from img2img.cli.common import add_device, positive_int
+from img2img.cli.common import add_device, batch_size, positive_int, tile_int
 
 _FORMATS = {"png": (".png",), "npy": (".npy",), "tif": (".tif", ".tiff")}
 _LOSSY = (".jpg", ".jpeg", ".webp")
@@ -62,14 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--tile",
-        type=positive_int,
+        type=tile_int,
         default=None,
         help="tile side in pixels, at least the model's receptive field "
         "(default: chosen from the memory available)",
     )
     parser.add_argument(
         "--batch",
-        type=positive_int,
+        type=batch_size,
         default=1,
         help="folder: filter up to N images of one size together when each fits a tile",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from img2img.cli.common import positive_int
+from img2img.cli.common import export_path, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx"
     )
-    parser.add_argument("-o", "--output", required=True, help="the file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=export_path,
+        required=True,
+        help="the file to write: .onnx (ONNX), .pt, .pth or .ts (TorchScript)",
+    )
     parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 17)")
     parser.add_argument(
         "--no-check",

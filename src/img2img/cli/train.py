@@ -6,7 +6,20 @@ import argparse
 import time
 from pathlib import Path
 
-from img2img.cli.common import add_device, parse_options, positive_float, positive_int
+from img2img.cli.common import (
+    add_device,
+    batch_size,
+    crop_size,
+    epochs_int,
+    fraction,
+    parse_options,
+    patience_int,
+    positive_float,
+    positive_int,
+    seed_int,
+    validate_train,
+    workers_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,11 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--option", action="append", metavar="KEY=VALUE", help="architecture option (repeatable)"
     )
     parser.add_argument(
-        "--epochs", type=positive_int, default=100, help="maximum epochs (default 100)"
+        "--epochs", type=epochs_int, default=100, help="maximum epochs (default 100)"
     )
     parser.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=batch_size,
         default=None,
         help="images per step (default 128; auto may choose)",
     )
@@ -61,7 +74,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="learning rate (default 0.001; auto may choose)",
     )
     parser.add_argument(
-        "--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)"
+        "--patience",
+        type=patience_int,
+        default=5,
+        help="early-stopping patience in epochs (0: off)",
     )
     parser.add_argument(
         "--loss",
@@ -70,17 +86,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="training loss (default l1; auto may choose)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed for the split, random filters and training"
+        "--seed", type=seed_int, default=0, help="seed for the split, random filters and training"
     )
-    parser.add_argument("--workers", type=int, default=0, help="processes making batches")
+    parser.add_argument("--workers", type=workers_int, default=0, help="processes making batches")
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="use at most this many training images"
     )
     parser.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of photos for validation"
+        "--val-fraction", type=fraction, default=0.2, help="share of photos for validation"
     )
     parser.add_argument(
-        "--crop-size", type=positive_int, default=64, help="side of the crops (default 64)"
+        "--crop-size", type=crop_size, default=64, help="side of the crops (default 64, at least 7)"
     )
     parser.add_argument(
         "--time-budget",
@@ -109,7 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
     add_device(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, validate=validate_train)
 
 
 def default_run_name(filter_spec: str) -> str:

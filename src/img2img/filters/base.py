@@ -8,7 +8,6 @@ stages is a :class:`~img2img.filters.chain.Filter`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from img2img.border import BORDER_MODES, check_border
+from img2img.limits import MAX_FILTER_NUMBER, MAX_FILTER_STAGES, describe_value
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -29,6 +29,9 @@ __all__ = [
     "parse_spec",
     "register_filter",
 ]
+
+#: The magnitude of an integer filter parameter (a seed, an order, a size): 64-bit signed.
+MAX_FILTER_INT = 2**63 - 1
 
 #: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order, exactly as
 #: OpenCV stores them: the float32 numbers nearest to 0.299, 0.587 and 0.114.
@@ -66,7 +69,10 @@ class Param:
             return "|".join(_format_value(c) for c in self.choices)
         if self.kind is bool:
             return "true|false"
-        return self.allowed or ("any number" if self.kind is float else self.kind.__name__)
+        if self.kind is float:
+            bound = f"magnitude <= {MAX_FILTER_NUMBER:g}"
+            return f"{self.allowed}, {bound}" if self.allowed else f"a number of {bound}"
+        return self.allowed or self.kind.__name__
 
     def parse(self, raw: Any, spec: str) -> Any:
         """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type.
@@ -105,11 +111,13 @@ class Param:
                     if not as_float.is_integer():
                         raise
                     value = int(as_float)
+                if abs(value) > MAX_FILTER_INT:
+                    raise ValueError
             elif self.kind is float:
                 if isinstance(raw, bool):
                     raise ValueError
                 value = float(raw)
-                if not math.isfinite(value):
+                if not abs(value) <= MAX_FILTER_NUMBER:  # NaN too
                     raise ValueError
             else:
                 value = str(raw).strip()
@@ -118,7 +126,7 @@ class Param:
         except (TypeError, ValueError, OverflowError):
             raise ValueError(
                 f"filter {spec!r}: parameter {self.name!r} must be {self.describe_allowed()} "
-                f"({self.kind.__name__}); got {raw!r}"
+                f"({self.kind.__name__}); got {describe_value(raw)}"
             ) from None
         if self.choices is not None and value not in self.choices:
             raise ValueError(
@@ -194,6 +202,9 @@ class Stage:
             raw = values.get(pname, param.default)
             self.values[pname] = param.parse(raw, self.spec)
         self.validate()
+        if self.linear and not np.isfinite(self.kernel2d()).all():
+            scaling = [p.name for p in self.params if p.kind is float] or ["its parameters"]
+            self.fail("/".join(scaling), "values that keep the kernel finite", self.values)
 
     # -- declaration -------------------------------------------------------------------------
     @classmethod
@@ -471,6 +482,12 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
         raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
     if not spec.strip():
         raise ValueError("filter spec is empty; try `img2img filters` for the list")
+    count = spec.count("|") + 1
+    if count > MAX_FILTER_STAGES:
+        raise ValueError(
+            f"filter spec {_clip(spec)!r} has {count} stages; the limit is {MAX_FILTER_STAGES} "
+            "(img2img.limits.MAX_FILTER_STAGES)"
+        )
     stages = []
     for text in spec.split("|"):
         text = text.strip()
@@ -490,3 +507,8 @@ def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
             values[key] = value.strip()
         stages.append((name.strip().lower(), values, text))
     return stages
+
+
+def _clip(text: str, length: int = 60) -> str:
+    """``text`` cut to ``length`` characters for an error message."""
+    return text if len(text) <= length else text[: length - 3] + "..."

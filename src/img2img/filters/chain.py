@@ -224,13 +224,50 @@ class Filter:
 
 
 def _chain_kernel(stages: list[Stage]) -> torch.Tensor:
-    """The composed kernel ``(C, 3, kh, kw)`` of linear stages applied to an RGB input."""
-    kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
+    """The composed kernel ``(C, 3, kh, kw)`` of linear stages applied to an RGB input.
+
+    Small chains compose kernel by kernel (:func:`compose_kernels`). Past
+    :data:`_DIRECT_AREA`, whose direct convolutions would cost the cube of the chain's
+    length, every stage is multiplied in once in the Fourier domain at the final size:
+    linear in the number of stages.
+    """
+    kernels = []
     channels = 3
     for stage in stages:
-        kernel = compose_kernels(kernel, _stage_kernel(stage, channels))
+        kernels.append(_stage_kernel(stage, channels))
         channels = stage.out_channels(channels)
-    return kernel
+    kh = 1 + sum(k.shape[-2] - 1 for k in kernels)
+    kw = 1 + sum(k.shape[-1] - 1 for k in kernels)
+    kernel = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)
+    if kh * kw <= _DIRECT_AREA:
+        for stage_kernel in kernels:
+            kernel = compose_kernels(kernel, stage_kernel)
+        return kernel
+    size = (_fast_length(kh), _fast_length(kw))
+    spectrum = torch.fft.rfft2(kernel, s=size)
+    for stage_kernel in kernels:
+        spectrum = torch.einsum("mcxy,omxy->ocxy", spectrum, torch.fft.rfft2(stage_kernel, s=size))
+    return torch.fft.irfft2(spectrum, s=size)[..., :kh, :kw].contiguous()
+
+
+#: The composed kernel area (a 63x63 kernel) above which :func:`_chain_kernel` composes by FFT.
+_DIRECT_AREA = 63 * 63
+
+
+def _fast_length(n: int) -> int:
+    """The smallest ``2**a * 3**b * 5**c >= n``: a length the FFT handles fast."""
+    best = 2 ** max(n - 1, 0).bit_length()
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            length = power35
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            power35 *= 3
+        power5 *= 5
+    return best
 
 
 def _stage_kernel(stage: Stage, channels: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from img2img.filters.base import Param, Stage, register_filter, register_preset
+from img2img.limits import MAX_FILTER_NUMBER
 
 __all__ = ["load_kernel_file", "parse_kernel_rows"]
 
@@ -419,12 +420,15 @@ def _check_kernel_rows(rows: list[list[float]], spec: str, param: str, given: st
     kernel = np.zeros((0, 0)) if problem else np.asarray(rows, dtype=np.float64)
     if not problem and not np.isfinite(kernel).all():
         problem = "it holds inf or nan"
+    if not problem and np.abs(kernel).max() > MAX_FILTER_NUMBER:
+        problem = f"a weight exceeds {MAX_FILTER_NUMBER:g} in magnitude"
     if not problem and max(kernel.shape) > MAX_KSIZE:
         problem = f"its shape {kernel.shape} exceeds {MAX_KSIZE} on a side"
     if problem:
         raise ValueError(
-            f"filter {spec!r}: parameter {param!r} must give a 2-D array of finite numbers, rows of "
-            f"equal length, sides 1-{MAX_KSIZE}; got {given!r}: {problem}"
+            f"filter {spec!r}: parameter {param!r} must give a 2-D array of finite numbers of "
+            f"magnitude <= {MAX_FILTER_NUMBER:g}, rows of equal length, sides 1-{MAX_KSIZE}; "
+            f"got {given!r}: {problem}"
         )
     return kernel
 

@@ -15,6 +15,7 @@ from img2img.models.registry import (
     model_config,
     receptive_field,
     register_arch,
+    validate_options,
 )
 from img2img.models.structured import StructuredNet
 from img2img.models.study import LinearNet, StudyNet
@@ -33,4 +34,5 @@ __all__ = [
     "model_config",
     "receptive_field",
     "register_arch",
+    "validate_options",
 ]

@@ -18,7 +18,10 @@ from img2img.models.layers import BorderConv2d
 from img2img.models.options import check_int
 from img2img.models.registry import register_arch
 
-__all__ = ["AdaptiveNorm", "ContextAggregationNet", "can_dilations"]
+__all__ = ["MAX_INIT_NOISE", "AdaptiveNorm", "ContextAggregationNet", "can_dilations"]
+
+#: The largest ``init_noise``: a thousand times He's standard deviation keeps weights finite.
+MAX_INIT_NOISE = 1000.0
 
 
 def can_dilations(depth: int, dilation_cap: int | None = None) -> list[int]:
@@ -137,8 +140,10 @@ class ContextAggregationNet(nn.Module):
         check_int("width", width, 1)
         if isinstance(init_noise, bool) or not isinstance(init_noise, (int, float)):
             raise TypeError(f"init_noise must be a non-negative number; got {init_noise!r}")
-        if not init_noise >= 0 or init_noise == float("inf"):
-            raise ValueError(f"init_noise must be a non-negative finite number; got {init_noise!r}")
+        if not 0 <= init_noise <= MAX_INIT_NOISE:
+            raise ValueError(
+                f"init_noise must be a number from 0 to {MAX_INIT_NOISE}; got {init_noise!r}"
+            )
         self.init_noise = float(init_noise)
         self.dilations = can_dilations(depth, dilation_cap)
         layers: list[nn.Module] = []

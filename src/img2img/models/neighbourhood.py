@@ -23,7 +23,7 @@ from torch import nn
 
 from img2img.border import check_border, pad2d
 from img2img.models.layers import BorderConv2d
-from img2img.models.options import check_bool, check_int
+from img2img.models.options import check_bool, check_int, check_str
 from img2img.models.registry import register_arch
 from img2img.models.structured import ACTIVATIONS
 
@@ -115,8 +115,7 @@ class NeighbourhoodNet(nn.Module):
             )
         if relative and window == 1:
             raise ValueError("relative needs window > 1: a 1x1 window minus its centre is zero")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
+        check_str("activation", activation, tuple(ACTIVATIONS))
         self.border = check_border(border)
         self.window = window
         self.values = values

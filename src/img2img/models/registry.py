@@ -7,7 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
+
+from img2img.limits import MAX_CHANNELS, MAX_PARAMETERS, check_bounded_int
+from img2img.models.options import OPTION_BOUNDS, check_int
 
 __all__ = [
     "ArchEntry",
@@ -16,6 +20,7 @@ __all__ = [
     "model_config",
     "receptive_field",
     "register_arch",
+    "validate_options",
 ]
 
 
@@ -100,20 +105,7 @@ def create_img2img_model(
     Raises:
         ValueError: For an unknown architecture, unknown option or bad channel count.
     """
-    entry = get_arch(arch)
-    for argument, value in (
-        ("num_input_channels", num_input_channels),
-        ("num_output_channels", num_output_channels),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{argument} must be a positive integer; got {value!r}")
-    given = {key: value for key, value in options.items() if value is not None}
-    unknown = sorted(set(given) - set(entry.defaults))
-    if unknown:
-        raise ValueError(
-            f"arch {arch!r}: unknown option {unknown[0]!r}; it takes {sorted(entry.defaults)}"
-        )
-    resolved = {**entry.defaults, **given}
+    entry, resolved = validate_options(num_input_channels, num_output_channels, arch, options)
     model = entry.factory(num_input_channels, num_output_channels, **resolved)
     model.config = {
         "arch": arch,
@@ -122,6 +114,73 @@ def create_img2img_model(
         "options": resolved,
     }
     return model
+
+
+def validate_options(
+    num_input_channels: int, num_output_channels: int, arch: str, options: dict[str, Any]
+) -> tuple[ArchEntry, dict[str, Any]]:
+    """Check an architecture, its channels and options without allocating anything.
+
+    Unknown options, integers out of :data:`~img2img.models.options.OPTION_BOUNDS`,
+    floats where integers belong (``2.5``, NaN) and networks of more than
+    :data:`~img2img.limits.MAX_PARAMETERS` weights (counted on PyTorch's ``meta``
+    device, which holds no memory) are refused.
+
+    Args:
+        num_input_channels: Input channels.
+        num_output_channels: Output channels.
+        arch: A registered architecture.
+        options: Its options; ``None`` values are dropped.
+
+    Returns:
+        ``(entry, resolved options)``: the defaults updated with the given options.
+
+    Raises:
+        TypeError: For an option of the wrong type.
+        ValueError: For an unknown architecture or option, or a value out of bounds.
+    """
+    entry = get_arch(arch)
+    for argument, value in (
+        ("num_input_channels", num_input_channels),
+        ("num_output_channels", num_output_channels),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{argument} must be a positive integer; got {value!r}")
+        check_bounded_int(argument, value, 1, MAX_CHANNELS)
+    given = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(entry.defaults), key=str)
+    if unknown:
+        raise ValueError(
+            f"arch {arch!r}: unknown option {unknown[0]!r}; it takes {sorted(entry.defaults)}"
+        )
+    resolved = {**entry.defaults, **given}
+    for name, value in resolved.items():
+        if name in OPTION_BOUNDS and value is not None:
+            minimum, maximum, odd = OPTION_BOUNDS[name]
+            try:
+                check_int(name, value, minimum, odd=odd, maximum=maximum)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"arch {arch!r}: option {error}") from None
+    if not _on_meta():
+        with torch.device("meta"):
+            count = sum(
+                p.numel()
+                for p in entry.factory(
+                    num_input_channels, num_output_channels, **resolved
+                ).parameters()
+            )
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"arch {arch!r}: options {given} make a network of {count:,} parameters "
+                f"({4 * count / 2**20:,.0f} MiB of float32 weights); the limit is "
+                f"{MAX_PARAMETERS:,} (img2img.limits.MAX_PARAMETERS)"
+            )
+    return entry, resolved
+
+
+def _on_meta() -> bool:
+    """Whether tensors are being created on the ``meta`` device (a construction without memory)."""
+    return torch.empty(0).device.type == "meta"
 
 
 def model_config(model: nn.Module) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from img2img.models.layers import BorderConv2d
-from img2img.models.options import check_bool, check_int
+from img2img.models.options import check_bool, check_int, check_str
 from img2img.models.registry import register_arch
 
 __all__ = ["ACTIVATIONS", "StructuredNet"]
@@ -80,12 +80,11 @@ class StructuredNet(nn.Module):
         border: str = "reflect101",
     ) -> None:
         super().__init__()
-        check_int("kernel_size", kernel_size, 1)
+        check_int("kernel_size", kernel_size, 1, odd=True)
         check_int("features", features, 1)
         check_int("hidden", hidden, 1)
         check_int("layers", layers, 0)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
+        check_str("activation", activation, tuple(ACTIVATIONS))
         self.squares = check_bool("squares", squares)
         self.features = BorderConv2d(in_channels, features, kernel_size, border)
         mlp: list[nn.Module] = []

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from img2img.models.layers import BorderConv2d
+from img2img.models.options import check_bool, check_int
 from img2img.models.registry import register_arch
 
 __all__ = ["LinearNet", "StudyNet"]
@@ -78,8 +79,11 @@ class LinearNet(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1; got {depth!r}")
+        check_int("kernel_size", kernel_size, 1, odd=True)
+        check_int("depth", depth, 1)
+        if width is not None:
+            check_int("width", width, 1)
+        check_bool("bias", bias)
         width = width or out_channels
         channels = [in_channels] + [width] * (depth - 1) + [out_channels]
         self.layers = nn.Sequential(
