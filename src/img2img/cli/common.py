@@ -130,12 +130,27 @@ def validate_train(args: argparse.Namespace) -> None:
     """
     from img2img.auto import choose_arch
     from img2img.filters import create_filter
+    from img2img.filters.external import TEACHER_PREFIXES
     from img2img.models import get_arch, validate_options
 
     if args.resume is not None:
         return  # the run folder's own configuration is used
     options = parse_options(args.option)
-    filter = create_filter(args.filter)
+    teacher = isinstance(args.filter, str) and args.filter.strip().startswith(TEACHER_PREFIXES)
+    if getattr(args, "targets", None) is not None or teacher:
+        # a program's or the pairs' outputs are only known once the data loads (running the
+        # program here would be work before the data): check the architecture's name and options
+        if args.arch != "auto":
+            try:
+                get_arch(args.arch)
+            except ValueError as error:
+                raise ValueError(f"--arch: {error}") from None
+            try:
+                validate_options(3, 1, args.arch, options)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"--option: {error}") from None
+        return
+    filter = create_filter(args.filter or "study-sobel")
     if args.arch == "auto":
         choice = choose_arch(filter)
         if choice.method == "exact" and options:

@@ -32,7 +32,7 @@ from img2img.data.crops import check_crop_params, grid_positions
 from img2img.data.split import check_fraction, check_limit, choose_indices, split_by_group
 from img2img.data.targets import TARGET_EXTENSIONS, read_target, target_scale
 from img2img.filters.external import PAIRS_PREFIX, GivenTargets
-from img2img.imageio import ImageReadError, list_images, read_image
+from img2img.imageio import READ_FORMATS, ImageReadError, list_images, read_image
 
 __all__ = ["PairedCrops", "load_pairs", "match_pairs"]
 
@@ -97,10 +97,10 @@ def _read_pair(
 ) -> tuple[np.ndarray, np.ndarray] | str:
     """The input ``(H, W, 3)`` and target ``(H, W, C)`` of a pair, or why it cannot be used."""
     try:
-        with Image.open(source) as header:
+        photo = read_image(source, keep_16bit=True)  # allow-listed formats, bounded size
+        with Image.open(source, formats=list(READ_FORMATS)) as header:  # the header only
             if "A" in header.mode or "transparency" in header.info:
                 _LOG.info("pair %s: the input's alpha channel is dropped", name)
-        photo = read_image(source, keep_16bit=True)
     except (ImageReadError, OSError) as error:
         return f"input unreadable: {' '.join(str(error).split())}"
     try:
