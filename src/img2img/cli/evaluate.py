@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from img2img.cli.common import add_device, positive_int
 
@@ -28,6 +30,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def _recorded_data(model_arg: str, metadata: dict) -> tuple[str, dict]:
+    """The data ``eval`` measures on without ``--data``, and the split it recorded.
+
+    A data path recorded in a checkpoint is information, not an instruction: only a
+    folder inside the run folder given on the command line, or the built-in photos,
+    is read; anything else is replaced by the built-in photos (said on stderr).
+    """
+    from img2img.run.config import RunFolderError, check_data_config
+
+    where = f"{model_arg!r}: data_config"
+    try:
+        config = check_data_config(metadata.get("data_config"), where)
+    except RunFolderError as error:
+        print(f"img2img: eval: {error}; using the default split", file=sys.stderr)
+        config = None
+    split = (
+        {}
+        if config is None
+        else {
+            "val_fraction": config.val_fraction,
+            "seed": config.seed,
+            "crop_size": config.crop_size,
+            "limit": config.limit,
+        }
+    )
+    recorded = config.data if config is not None else metadata.get("data")
+    run_dir = Path(model_arg)
+    if recorded == "samples":
+        source = "samples"
+    elif isinstance(recorded, str) and run_dir.is_dir() and _inside(run_dir / recorded, run_dir):
+        source = str(run_dir / recorded)
+    else:
+        print(
+            f"img2img: eval: the model records its data as {str(recorded)[:80]!r}, which is "
+            "not inside its run folder; measuring on the built-in photos (pass --data to "
+            "choose)",
+            file=sys.stderr,
+        )
+        return "samples", split
+    print(
+        f"img2img: eval: measuring on {source!r}, the run's own validation split", file=sys.stderr
+    )
+    return source, split
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links followed) is ``folder`` or lies under it."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img eval``."""
     from img2img.checkpoint import load_model
@@ -38,21 +93,18 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(resolve_model_path(args.model))
     metadata = getattr(model, "metadata", {}) or {}
+    if not isinstance(metadata, dict):
+        metadata = {}
     spec = args.filter or metadata.get("filter")
-    if spec is None:
-        raise ValueError("the model does not record its filter; pass --filter")
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"the model {args.model!r} does not record its filter; pass --filter")
     if args.filter is None:
         create_filter(spec, allow_files=False)  # a recorded filter may not read local files
-    # The run's own validation split (same source, seed, fraction and limit), unless --data says otherwise.
-    config = {} if args.data else dict(metadata.get("data_config") or {})
-    _, val = load_filtered_dataset(
-        data=args.data or config.get("data") or metadata.get("data") or "samples",
-        filter=spec,
-        val_fraction=config.get("val_fraction", 0.2),
-        seed=config.get("seed", 0),
-        crop_size=config.get("crop_size", 64),
-        limit=config.get("limit"),
-    )
+    if args.data:
+        data, split = args.data, {}
+    else:
+        data, split = _recorded_data(args.model, metadata)
+    _, val = load_filtered_dataset(data=data, filter=spec, **split)
     metrics = compute_metrics(model, val, device=args.device, max_images=args.limit)
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))

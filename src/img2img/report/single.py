@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from img2img.checkpoint import atomic_write
+from img2img.fileio import atomic_write_text, check_not_input
 from img2img.report.figures import ReportFigure, collect_figures
-from img2img.report.folder import REPORT_FILE, RunFiles, lookup, read_run
+from img2img.report.folder import REPORT_FILE, RunFiles, input_files, lookup, read_run
 from img2img.report.page import (
     MISSING,
     cell,
@@ -80,9 +80,10 @@ def write_run_report(
     """
     run = read_run(run_dir)
     target = Path(path) if path is not None else run.path / REPORT_FILE
+    check_not_input(target, input_files(run), "the report path")
     figures, figure_notes = collect_figures(run, draw_missing=draw_missing)
     text = render_run_page(run, figures, [*run.notes, *figure_notes], title=title)
-    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(target, text)
 
 
 def render_run_page(

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from img2img.checkpoint import atomic_write, safe_torch_load
+from img2img.checkpoint import safe_torch_load
+from img2img.fileio import atomic_write
 from img2img.train.config import Progress, TrainConfig
 
 __all__ = ["describe_data", "load_state", "save_state", "state_file"]
