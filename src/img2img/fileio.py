@@ -53,7 +53,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary(path)
     try:
+        mode = temporary.stat().st_mode & 0o777  # 0o666 less the umask
         write(temporary)
+        os.chmod(temporary, mode)  # writers that recreate the file (safetensors) make it 0o600
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)

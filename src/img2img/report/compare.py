@@ -25,6 +25,7 @@ from img2img.report.page import (
     section,
     table,
 )
+from img2img.run.folder import PREDICTIONS_FIGURE
 
 __all__ = ["write_comparison_report"]
 
@@ -209,9 +210,11 @@ def _thumbnails(
 ) -> str:
     cards = []
     for name, run in zip(names, runs, strict=True):
-        figures, notes = collect_figures(run, names=("predictions.png",), draw_missing=draw_missing)
+        figures, notes = collect_figures(
+            run, names=(PREDICTIONS_FIGURE,), draw_missing=draw_missing
+        )
         problems.extend(f"{name}: {note}" for note in notes)
-        item = figures.get("predictions.png")
+        item = figures.get(PREDICTIONS_FIGURE)
         if item is None:
             cards.append(
                 f"<div><h3>{escape(name)}</h3>\n<p>{escape('No predictions figure.')}</p></div>"

@@ -43,7 +43,7 @@ class ReportFigure:
     """One figure of a report.
 
     Attributes:
-        name: Its file name in the run folder (``"losses.png"``).
+        name: Its file name in the run folder (such as ``losses.png``).
         png: The PNG bytes.
         drawn: ``True`` when drawn for the report because the file is missing.
     """

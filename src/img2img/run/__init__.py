@@ -4,10 +4,3 @@
 checks the configuration it records, :mod:`.train` trains into one. Nothing here
 imports the report package, which reads run folders.
 """
-
-from __future__ import annotations
-
-from img2img.run.config import DataConfig, ModelConfig, RunFolderError
-from img2img.run.folder import RunFolder
-
-__all__ = ["DataConfig", "ModelConfig", "RunFolder", "RunFolderError"]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from img2img.run.folder import RunFolderError
 from img2img.train.config import TrainConfig
 
 __all__ = [
@@ -27,10 +28,6 @@ __all__ = [
 MAX_CROP_SIZE = 4096
 #: Largest seed a recorded configuration may hold (what ``torch.manual_seed`` takes).
 MAX_SEED = 2**63 - 1
-
-
-class RunFolderError(ValueError):
-    """A run folder's file that is missing, unreadable or malformed; the message names it."""
 
 
 @dataclass

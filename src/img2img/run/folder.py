@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from img2img.fileio import atomic_write, atomic_write_text
-from img2img.run.config import RunFolderError
 
 __all__ = [
     "CONFIG_FILE",
@@ -71,6 +70,10 @@ OUTPUT_FILES = (
 MAX_JSON_BYTES = 16 * 2**20
 #: Largest ``history.csv`` read back, in bytes.
 MAX_HISTORY_BYTES = 64 * 2**20
+
+
+class RunFolderError(ValueError):
+    """A run folder's file that is missing, unreadable or malformed; the message names it."""
 
 
 def _read_text(path: Path, limit: int) -> str:
