@@ -118,6 +118,19 @@ def test_resume_of_a_finished_run_changes_nothing(run: Path, capsys) -> None:
     assert snapshot(run) == before
 
 
+def test_resume_of_a_finished_run_trains_no_more_than_asked_on_the_command_line(
+    run: Path, capsys
+) -> None:
+    config = json.loads((run / "config.json").read_text())
+    config["train"]["max_epochs"] = 5  # the file asks for more epochs; the user did not
+    (run / "config.json").write_text(json.dumps(config))
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", "--resume", str(run), "--no-progress")
+    assert code == 1
+    one_line_error(err, "is finished")
+    assert snapshot(run) == before
+
+
 def test_resume_refuses_options_that_cannot_change(run: Path, capsys) -> None:
     before = snapshot(run)
     code, _, err = run_cli(capsys, "train", "--resume", str(run), "--lr", "0.5", "--arch", "can")

@@ -295,7 +295,7 @@ def resume_config(
     data, model, train = parse_config(folder.read_json(CONFIG_FILE), folder.file(CONFIG_FILE))
     train.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
     if folder.has(METRICS_FILE):
-        _check_more_epochs(folder, folder.read_json(METRICS_FILE), train)
+        _check_more_epochs(folder, folder.read_json(METRICS_FILE), overrides.get("max_epochs"))
     if not folder.has(STATE_FILE):
         raise FileNotFoundError(
             f"cannot resume {where!r}: it has {CONFIG_FILE} but no {STATE_FILE} (the run "
@@ -305,8 +305,8 @@ def resume_config(
     return data, model, train
 
 
-def _check_more_epochs(folder: RunFolder, metrics: dict[str, Any], train: dict[str, Any]) -> None:
-    """A finished run resumes only to train more epochs than it did; else ``RuntimeError``."""
+def _check_more_epochs(folder: RunFolder, metrics: dict[str, Any], asked: int | None) -> None:
+    """A finished run resumes only when asked for more epochs than it did; else ``RuntimeError``."""
     where = str(folder.path)
     epochs = metrics.get("epochs")
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
@@ -318,7 +318,8 @@ def _check_more_epochs(folder: RunFolder, metrics: dict[str, Any], train: dict[s
         folder.has(STATE_FILE)
         and stopped == "max_epochs reached"
         and isinstance(epochs, int)
-        and train.get("max_epochs", 100) > epochs
+        and isinstance(asked, int)
+        and asked > epochs
     )
     if more:
         return
