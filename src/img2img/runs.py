@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from img2img.fileio import atomic_write
 from img2img.report import write_run_report
 from img2img.run import train as _run
 from img2img.run.config import DataConfig, ModelConfig, RunFolderError
@@ -39,7 +38,6 @@ __all__ = [
     "RunFolder",
     "RunFolderError",
     "RunResult",
-    "atomic_write",
     "count_parameters",
     "format_summary",
     "train_run",
