@@ -85,7 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "it asked for also continues a finished run), --time-budget, --device, --workers, "
         "--no-progress and --no-figures may be given with it, any other option is refused",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its files are put back if the new run fails)",
+    )
     parser.add_argument("--amp", choices=("bf16",), default=None, help="mixed precision (CUDA)")
     parser.add_argument(
         "--channels-last",
