@@ -21,7 +21,7 @@ from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto
 from img2img.checkpoint import save_model
 from img2img.distributed import setup_distributed
 from img2img.filters import create_filter
-from img2img.run.config import DataConfig, ModelConfig, RunFolderError, config_record, parse_config
+from img2img.run.config import DataConfig, ModelConfig, config_record
 from img2img.run.folder import (
     CONFIG_FILE,
     KERNELS_FIGURE,
@@ -32,12 +32,11 @@ from img2img.run.folder import (
     STATE_FILE,
     RunFolder,
 )
+from img2img.run.resume import RESUME_OVERRIDES, resume_config
 from img2img.solve import gauss_newton, lbfgs_refine
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
 
-#: Training options that a resume takes from the caller; every other one is the run's own.
-RESUME_OVERRIDES = ("device", "progress", "num_workers", "time_budget", "max_epochs")
 #: Files whose presence means a folder already holds (part of) a run.
 RUN_MARKERS = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
 
@@ -272,68 +271,6 @@ def _refine_plan(network: nn.Module, choice: AutoChoice | None) -> dict[str, Any
     if choice is not None and choice.refine:
         return {"method": "l-bfgs", "share": 0.0, **choice.refine}
     return {}
-
-
-def resume_config(
-    folder: RunFolder, overrides: dict[str, Any]
-) -> tuple[DataConfig, ModelConfig, dict[str, Any]]:
-    """The configuration of the run to resume, with :data:`RESUME_OVERRIDES` from ``overrides``.
-
-    Raises:
-        FileNotFoundError: If the folder, its ``config.json`` or its ``state.pt`` is missing.
-        RunFolderError: If ``config.json`` or ``metrics.json`` is malformed (named).
-        RuntimeError: If the run is finished and ``max_epochs`` does not ask for more.
-    """
-    where = str(folder.path)
-    if not folder.path.is_dir():
-        raise FileNotFoundError(f"cannot resume {where!r}: no such folder")
-    if not folder.has(CONFIG_FILE):
-        raise FileNotFoundError(
-            f"cannot resume {where!r}: it has no {CONFIG_FILE}, so no run started there; "
-            f"start one with `img2img train --out {where}` (add --overwrite to replace its files)"
-        )
-    data, model, train = parse_config(folder.read_json(CONFIG_FILE), folder.file(CONFIG_FILE))
-    train.update({k: v for k, v in overrides.items() if k in RESUME_OVERRIDES and v is not None})
-    if folder.has(METRICS_FILE):
-        _check_more_epochs(folder, folder.read_json(METRICS_FILE), overrides.get("max_epochs"))
-    if not folder.has(STATE_FILE):
-        raise FileNotFoundError(
-            f"cannot resume {where!r}: it has {CONFIG_FILE} but no {STATE_FILE} (the run "
-            f"stopped before its first epoch ended); start it again with "
-            f"`img2img train --out {where} --overwrite` and the same options"
-        )
-    return data, model, train
-
-
-def _check_more_epochs(folder: RunFolder, metrics: dict[str, Any], asked: int | None) -> None:
-    """A finished run resumes only when asked for more epochs than it did; else ``RuntimeError``."""
-    where = str(folder.path)
-    epochs = metrics.get("epochs")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
-        raise RunFolderError(
-            f"{str(folder.file(METRICS_FILE))!r}: epochs must be an integer; got {epochs!r}"
-        )
-    stopped = metrics.get("stopped")
-    more = (
-        folder.has(STATE_FILE)
-        and stopped == "max_epochs reached"
-        and isinstance(epochs, int)
-        and isinstance(asked, int)
-        and asked > epochs
-    )
-    if more:
-        return
-    why = (
-        f"it stopped early ({stopped}), so more epochs would not train"
-        if isinstance(stopped, str) and stopped and stopped != "max_epochs reached"
-        else f"pass --epochs above its {epochs} to train it longer"
-    )
-    if not folder.has(STATE_FILE):
-        why = "it has no training state to continue (an exact fit or a copied folder)"
-    raise RuntimeError(
-        f"run {where!r} is finished ({METRICS_FILE} is written); nothing was changed: {why}; "
-        f"to train it again use `img2img train --out {where} --overwrite`"
-    )
 
 
 def _evaluate(
