@@ -31,6 +31,7 @@ from img2img.data import (
     is_tiny_imagenet_layout,
 )
 from img2img.data import download as download_module
+from img2img.data import tinyimagenet as tinyimagenet_module
 from img2img.data.tinyimagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
@@ -330,7 +331,7 @@ def test_tiny_imagenet_download_argument(
         md5=hashlib.md5(archive).hexdigest(),
         progress=False,
     )
-    monkeypatch.setattr(download_module, "download_tiny_imagenet", local)
+    monkeypatch.setattr(tinyimagenet_module, "download_tiny_imagenet", local)
     root = tmp_path / "data" / "tiny-imagenet-200"
     assert len(TinyImageNet(root, "train", download=True)) == 6
     assert len(TinyImageNet(root, "val", download=True)) == 4

@@ -245,7 +245,9 @@ def test_cli_train_with_targets(tmp_path: Path, capsys) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["filter"] == f"pairs:{targets}" and metrics["data_range"] == 1.0
     capsys.readouterr()
-    assert main(["eval", str(out), "--json"]) == 0  # the recorded pairs, matched again
+    assert main(["eval", str(out)]) == 1  # folders recorded in a model are not read
+    assert "pass --data INPUTS --targets TARGETS" in capsys.readouterr().err
+    assert main(["eval", str(out), "--data", str(inputs), "--targets", str(targets), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["psnr"] == pytest.approx(metrics["psnr"], rel=1e-9)
     code = main(["train", *argv[1:], "--filter", "study-sobel", "--out", str(tmp_path / "x")])
     assert code == 1 and "exclude each other" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def test_report_of_a_folder_without_history_or_checkpoint(runs, tmp_path):
     assert "Missing from this run folder" in text
     assert "history.csv (the loss history)" in text
     assert "model.safetensors (the checkpoint)" in text
-    assert "predictions.png is missing and was not drawn: the run folder has no checkpoint" in text
+    assert "predictions.png is missing (training draws it; a report reads no photos)" in text
     assert f"{metrics_of(run)['l1']:.3e}" in text  # what exists is still reported
     assert page.images() == [(run / "losses.png").read_bytes()]
 
@@ -204,8 +204,8 @@ def test_unreadable_files_become_notes(runs, tmp_path):
     (run / "history.csv").write_text("epoch,train_loss,val_loss\n1,abc,0.5\n")
     (run / "kernels.png").write_bytes(b"not a png")
     page = check_page(write_run_report(run, draw_missing=False))
-    assert "metrics.json could not be read (JSONDecodeError" in page.text
-    assert "history.csv could not be read (ValueError" in page.text
+    assert "metrics.json is not valid JSON (JSONDecodeError" in page.text
+    assert "history.csv line 2: train_loss 'abc' is not a number" in page.text
     assert "kernels.png is not a PNG image" in page.text
     page = check_page(write_run_report(run))  # the unreadable kernels are drawn anew
     assert len(page.images()) == 3 and page.text.count("Drawn for this report") == 1
@@ -216,8 +216,9 @@ def test_missing_figures_are_drawn_from_the_run(runs, tmp_path):
     for figure in run.glob("*.png"):
         figure.unlink()
     page = check_page(write_run_report(run))
-    assert len(page.images()) == 3  # losses, predictions, kernels
-    assert page.text.count("Drawn for this report") == 3
+    assert len(page.images()) == 2  # losses, kernels: the predictions would need photos
+    assert page.text.count("Drawn for this report") == 2
+    assert "predictions.png is missing (training draws it; a report reads no photos)" in page.text
     assert sorted(p.name for p in run.glob("*.png")) == []  # nothing written into the folder
     page = check_page(write_run_report(run, draw_missing=False))
     assert page.images() == []

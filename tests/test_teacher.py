@@ -189,7 +189,7 @@ def test_command_errors_before_any_photo(tmp_path) -> None:
     with pytest.raises(ValueError, match="a Python callable cannot be rebuilt"):
         create_filter("callable:os.system")  # a recorded callable's name is never imported
     code = main(["train", "--filter", "cmd:cp {in}", "--out", str(tmp_path / "r")])
-    assert code == 1 and not (tmp_path / "r").exists()
+    assert code == 2 and not (tmp_path / "r").exists()  # refused with the arguments
 
 
 def _photo_batch() -> torch.Tensor:
@@ -245,15 +245,17 @@ def test_a_recorded_command_never_runs(tmp_path, folder, capsys) -> None:
     assert isinstance(create_filter(spec), CommandFilter) and not create_filter(spec).allow_run
     loaded = load_model(out / "model.safetensors")
     assert loaded.metadata["filter"] == spec
-    assert main(["eval", str(out), "--json"]) == 0
+    assert main(["eval", str(out), "--data", str(folder), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 2  # one photo, two crops
     assert main(["report", str(out)]) == 0
-    train_run(out, train={"progress": False}, resume=True, figures=False, log=lambda _: None)
+    more = {"progress": False, "max_epochs": 2}  # a finished run resumes only to train longer
+    train_run(out, train=more, resume=True, figures=False, log=lambda _: None)
     assert not counter.exists()  # cached outputs only
     shutil.rmtree(tmp_path / "cache" / "teacher")
     with pytest.raises(TeacherNotRunError, match="never runs a program recorded in a file"):
-        train_run(out, train={"progress": False}, resume=True, figures=False, log=lambda _: None)
-    assert main(["eval", str(out)]) == 1
+        more = {"progress": False, "max_epochs": 3}
+        train_run(out, train=more, resume=True, figures=False, log=lambda _: None)
+    assert main(["eval", str(out), "--data", str(folder)]) == 1
     assert "never runs a program recorded" in capsys.readouterr().err
     with pytest.raises(TeacherNotRunError):
         create_filter(spec, allow_files=False)(_photo_batch())

@@ -195,7 +195,7 @@ DISTRIBUTED = textwrap.dedent(
     import os, sys, json
     import torch
     torch.set_num_threads(1)  # two processes on two cores
-    import img2img.checkpoint, img2img.runs, img2img.train.state
+    import img2img.checkpoint, img2img.fileio, img2img.train.state
     from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 
@@ -209,7 +209,7 @@ DISTRIBUTED = textwrap.dedent(
             return original(path, *args, **kwargs)
         return write
 
-    for module in (img2img.checkpoint, img2img.runs, img2img.train.state):
+    for module in (img2img.checkpoint, img2img.fileio, img2img.train.state):
         module.atomic_write = logged(module.atomic_write)
     import img2img.train.loop
     trainers = []

@@ -11,8 +11,6 @@ dict with the study's key names (``conv1.weight`` ...) loads as the study's netw
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from img2img import fileio
 from img2img.checkpoint.read import (
     _FLOAT_DTYPES,
     FORMAT,
@@ -53,32 +52,8 @@ __all__ = [
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Write a file through a temporary name in the same folder, then rename it into place.
-
-    A process killed at any moment leaves either the previous file or the new
-    one under ``path``, never a partial one.
-
-    Args:
-        path: Destination.
-        write: Called with the temporary path; it must write the whole file there.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        write(temporary_path)
-        with open(temporary_path, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
-        raise
-    return path
+    """Write a file atomically; see :func:`img2img.fileio.atomic_write`."""
+    return fileio.atomic_write(path, write)
 
 
 def _package_version() -> str:

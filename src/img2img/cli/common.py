@@ -130,16 +130,21 @@ def validate_train(args: argparse.Namespace) -> None:
     """
     from img2img.auto import choose_arch
     from img2img.filters import create_filter
-    from img2img.filters.external import TEACHER_PREFIXES
+    from img2img.filters.teacher import TeacherFilter
     from img2img.models import get_arch, validate_options
 
     if args.resume is not None:
         return  # the run folder's own configuration is used
     options = parse_options(args.option)
-    teacher = isinstance(args.filter, str) and args.filter.strip().startswith(TEACHER_PREFIXES)
-    if getattr(args, "targets", None) is not None or teacher:
-        # a program's or the pairs' outputs are only known once the data loads (running the
-        # program here would be work before the data): check the architecture's name and options
+    # building a `cmd:` filter checks its program and placeholders; it runs nothing
+    filter = (
+        None
+        if getattr(args, "targets", None) is not None
+        else create_filter(args.filter or "study-sobel")
+    )
+    if filter is None or isinstance(filter, TeacherFilter):
+        # what the pairs or the program compute is known once the data loads: check the
+        # architecture's name and options here, and leave `auto` to the training run
         if args.arch != "auto":
             try:
                 get_arch(args.arch)
@@ -150,7 +155,6 @@ def validate_train(args: argparse.Namespace) -> None:
             except (TypeError, ValueError) as error:
                 raise type(error)(f"--option: {error}") from None
         return
-    filter = create_filter(args.filter or "study-sobel")
     if args.arch == "auto":
         choice = choose_arch(filter)
         if choice.method == "exact" and options:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from img2img.cli.common import export_path, positive_int
 
@@ -42,8 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from img2img.checkpoint import load_model
     from img2img.cli.apply import resolve_model_path
     from img2img.export import check_onnx, export_model, min_input_size
+    from img2img.fileio import check_not_input
+    from img2img.run.folder import OUTPUT_FILES
 
-    model = load_model(resolve_model_path(args.model))
+    checkpoint = resolve_model_path(args.model)
+    inputs = [checkpoint]
+    if Path(args.model).is_dir():  # a run folder: none of its files is an output
+        inputs += [Path(args.model) / name for name in OUTPUT_FILES]
+    check_not_input(args.output, inputs, "--output")
+    model = load_model(checkpoint)
     path = export_model(model, args.output, args.format, opset=args.opset)
     size = min_input_size(model)
     line = f"wrote {path} ({args.format}; dynamic height and width, at least {size}x{size})"

@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--option", action="append", metavar="KEY=VALUE", help="architecture option (repeatable)"
     )
     parser.add_argument(
-        "--epochs", type=epochs_int, default=100, help="maximum epochs (default 100)"
+        "--epochs", type=epochs_int, default=None, help="maximum epochs (default 100)"
     )
     parser.add_argument(
         "--batch-size",
@@ -107,9 +107,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--download", action="store_true", help="download Tiny ImageNet if missing")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<filter>)")
     parser.add_argument(
-        "--resume", metavar="RUN_DIR", default=None, help="continue an interrupted run"
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue an interrupted run with its own settings; only --epochs (more than "
+        "it asked for also continues a finished run), --time-budget, --device, --workers, "
+        "--no-progress and --no-figures may be given with it, any other option is refused",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its files are put back if the new run fails)",
+    )
     parser.add_argument("--amp", choices=("bf16",), default=None, help="mixed precision (CUDA)")
     parser.add_argument(
         "--channels-last",
@@ -134,11 +143,43 @@ def default_run_name(filter_spec: str) -> str:
     return str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}")
 
 
+#: Options that ``--resume`` takes; every other one is the run's own and refused with it.
+RESUME_OPTIONS = (
+    "resume",
+    "epochs",
+    "time_budget",
+    "device",
+    "workers",
+    "no_progress",
+    "no_figures",
+)
+
+
+def _given(args: argparse.Namespace) -> list[str]:
+    """The options of ``args`` set to other values than their defaults, as ``--name``."""
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    defaults = vars(parser.parse_args(["train"]))
+    return [
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name in defaults and name != "handler" and value != defaults[name]
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img train``."""
     from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 
+    if args.resume is not None:
+        refused = [o for o in _given(args) if o[2:].replace("-", "_") not in RESUME_OPTIONS]
+        if refused:
+            raise ValueError(
+                f"--resume continues a run with its own settings; {', '.join(refused)} "
+                "cannot change on resume (allowed with it: --epochs, --time-budget, --device, "
+                "--workers, --no-progress, --no-figures)"
+            )
     if args.targets is not None and args.filter is not None:
         raise ValueError(
             "--filter and --targets exclude each other: the targets are what is learnt"
@@ -146,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     spec = "pairs" if args.targets is not None else args.filter or "study-sobel"
     out = args.resume or args.out or default_run_name(spec)
     train = {
-        "max_epochs": args.epochs,
+        "max_epochs": args.epochs if args.epochs is not None else 100,
         "early_stopping_patience": args.patience,
         "seed": args.seed,
         "num_workers": args.workers,
@@ -157,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         "channels_last": args.channels_last,
         "compile": args.compile,
     }
+    if args.resume is not None and args.epochs is None:
+        del train["max_epochs"]  # the run's own
     if args.lr is not None:
         train["learning_rate"] = args.lr
     if args.loss is not None:

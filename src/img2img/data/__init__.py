@@ -23,7 +23,6 @@ if TYPE_CHECKING:
         DownloadError,
         UnsafeArchiveError,
         download_file,
-        download_tiny_imagenet,
         extract_zip,
         file_md5,
     )
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
         TINY_IMAGENET_MD5,
         TINY_IMAGENET_URL,
         TinyImageNet,
+        download_tiny_imagenet,
         find_tiny_imagenet,
         is_tiny_imagenet_layout,
     )
@@ -51,7 +51,6 @@ _EXPORTS = {
         "DownloadError",
         "UnsafeArchiveError",
         "download_file",
-        "download_tiny_imagenet",
         "extract_zip",
         "file_md5",
     ),
@@ -66,6 +65,7 @@ _EXPORTS = {
         "TINY_IMAGENET_MD5",
         "TINY_IMAGENET_URL",
         "TinyImageNet",
+        "download_tiny_imagenet",
         "find_tiny_imagenet",
         "is_tiny_imagenet_layout",
     ),

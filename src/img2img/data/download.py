@@ -25,21 +25,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from img2img import __version__
-from img2img.data.tinyimagenet import (
-    TINY_IMAGENET_DIRNAME,
-    TINY_IMAGENET_MD5,
-    TINY_IMAGENET_URL,
-    find_tiny_imagenet,
-    is_tiny_imagenet_layout,
-)
 
 __all__ = [
+    "MAX_ARCHIVE_MEMBERS",
     "MAX_EXTRACT_BYTES",
     "ChecksumError",
     "DownloadError",
     "UnsafeArchiveError",
     "download_file",
-    "download_tiny_imagenet",
     "extract_zip",
     "file_md5",
     "max_extract_bytes",
@@ -47,6 +40,10 @@ __all__ = [
 
 #: The most bytes :func:`extract_zip` writes (2 GiB); ``$IMG2IMG_MAX_EXTRACT_BYTES`` overrides it.
 MAX_EXTRACT_BYTES = 2 * 1024**3
+#: The most members (files and folders) :func:`extract_zip` accepts in one archive. Tiny
+#: ImageNet holds about 120,000; a small archive of empty members must not fill the disk's
+#: inodes or take minutes of file creation.
+MAX_ARCHIVE_MEMBERS = 200_000
 
 _CHUNK = 1 << 20
 _RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
@@ -295,6 +292,7 @@ def extract_zip(
 ) -> Path:
     """Extract a zip archive into ``dest``, safely and all at once.
 
+    An archive of more than :data:`MAX_ARCHIVE_MEMBERS` members is refused.
     Every member is checked before anything is written: absolute paths, drive
     letters, ``..`` components, symbolic links and special files are refused, and
     so is an archive whose declared uncompressed sizes add up to more than
@@ -327,7 +325,13 @@ def extract_zip(
     except zipfile.BadZipFile as error:
         raise ValueError(f"archive {str(archive)!r} is not a valid zip file ({error})") from None
     with zf:
-        members = [(info, _member_parts(archive, info)) for info in zf.infolist()]
+        infos = zf.infolist()
+        if len(infos) > MAX_ARCHIVE_MEMBERS:
+            raise UnsafeArchiveError(
+                f"archive {str(archive)!r} holds {len(infos):,} members, more than the limit "
+                f"of {MAX_ARCHIVE_MEMBERS:,}"
+            )
+        members = [(info, _member_parts(archive, info)) for info in infos]
         declared = sum(info.file_size for info, _ in members)
         if declared > limit:
             raise UnsafeArchiveError(
@@ -395,74 +399,3 @@ def _move_into_place(staging: Path, dest: Path, tops: list[str]) -> None:
     for top in tops:
         os.replace(staging / top, dest / top)
     staging.rmdir()
-
-
-def download_tiny_imagenet(
-    root: str | os.PathLike[str] | None = None,
-    *,
-    url: str = TINY_IMAGENET_URL,
-    md5: str | None = TINY_IMAGENET_MD5,
-    keep_archive: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Download and extract Tiny ImageNet into ``root``; nothing happens if it is already there.
-
-    The archive (about 237 MB) is saved next to ``root``, checked against its MD5,
-    extracted safely (:func:`extract_zip`) and removed unless ``keep_archive``.
-
-    Args:
-        root: The dataset folder to create (default :func:`find_tiny_imagenet`).
-        url: The archive's address.
-        md5: Its MD5, or ``None`` to skip the check.
-        keep_archive: Keep the zip file after extraction.
-        progress: Show a progress bar while downloading.
-
-    Returns:
-        ``root``, now in the Tiny ImageNet layout.
-
-    Raises:
-        DownloadError: If the download fails.
-        FileExistsError: If ``root`` exists but is not a complete dataset.
-        RuntimeError: If the archive does not hold the expected layout.
-    """
-    root = Path(root).expanduser() if root is not None else find_tiny_imagenet()
-    if is_tiny_imagenet_layout(root):
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{str(root)!r} exists but is not a complete Tiny ImageNet; remove it and download again"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    archive = root.parent / (Path(url.split("?")[0]).name or f"{TINY_IMAGENET_DIRNAME}.zip")
-    download_file(url, archive, md5, progress=progress)
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            tops = {
-                info.filename.replace("\\", "/").lstrip("/").split("/")[0] for info in zf.infolist()
-            }
-    except zipfile.BadZipFile as error:  # not an archive at all (an error page, say)
-        archive.unlink(missing_ok=True)  # else it would be taken as downloaded next time
-        raise ValueError(
-            f"archive {str(archive)!r} downloaded from {url} is not a valid zip file ({error}); "
-            "it was removed, try again"
-        ) from None
-    if len(tops) != 1:
-        raise RuntimeError(
-            f"archive {str(archive)!r} should hold one folder; it holds {sorted(tops)}"
-        )
-    top = tops.pop()
-    if root.exists():
-        root.rmdir()  # empty, checked above
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.download-", dir=root.parent))
-    try:
-        extract_zip(archive, staging)
-        if not is_tiny_imagenet_layout(staging / top):
-            raise RuntimeError(
-                f"archive {str(archive)!r} does not hold the Tiny ImageNet layout under {top!r}"
-            )
-        os.replace(staging / top, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if not keep_archive:
-        archive.unlink(missing_ok=True)
-    return root

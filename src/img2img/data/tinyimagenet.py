@@ -15,10 +15,14 @@ The layout, as the official archive unpacks it::
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from img2img.data.download import download_file, extract_zip
 from img2img.data.paths import cache_dir
 from img2img.imageio import list_images
 
@@ -27,6 +31,7 @@ __all__ = [
     "TINY_IMAGENET_MD5",
     "TINY_IMAGENET_URL",
     "TinyImageNet",
+    "download_tiny_imagenet",
     "find_tiny_imagenet",
     "is_tiny_imagenet_layout",
 ]
@@ -102,8 +107,6 @@ class TinyImageNet:
         self.root = Path(root).expanduser() if root is not None else find_tiny_imagenet()
         self.split = split
         if download and not is_tiny_imagenet_layout(self.root):
-            from img2img.data.download import download_tiny_imagenet
-
             download_tiny_imagenet(self.root)
         if not is_tiny_imagenet_layout(self.root):
             if not self.root.exists():
@@ -217,3 +220,74 @@ def _read_boxes(path: Path, columns: int) -> dict[str, tuple[int, ...]]:
         if len(fields) >= 1 + columns:
             boxes[fields[0]] = _parse_box(fields[1 : 1 + columns])
     return boxes
+
+
+def download_tiny_imagenet(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    url: str = TINY_IMAGENET_URL,
+    md5: str | None = TINY_IMAGENET_MD5,
+    keep_archive: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download and extract Tiny ImageNet into ``root``; nothing happens if it is already there.
+
+    The archive (about 237 MB) is saved next to ``root``, checked against its MD5,
+    extracted safely (:func:`extract_zip`) and removed unless ``keep_archive``.
+
+    Args:
+        root: The dataset folder to create (default :func:`find_tiny_imagenet`).
+        url: The archive's address.
+        md5: Its MD5, or ``None`` to skip the check.
+        keep_archive: Keep the zip file after extraction.
+        progress: Show a progress bar while downloading.
+
+    Returns:
+        ``root``, now in the Tiny ImageNet layout.
+
+    Raises:
+        DownloadError: If the download fails.
+        FileExistsError: If ``root`` exists but is not a complete dataset.
+        RuntimeError: If the archive does not hold the expected layout.
+    """
+    root = Path(root).expanduser() if root is not None else find_tiny_imagenet()
+    if is_tiny_imagenet_layout(root):
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{str(root)!r} exists but is not a complete Tiny ImageNet; remove it and download again"
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    archive = root.parent / (Path(url.split("?")[0]).name or f"{TINY_IMAGENET_DIRNAME}.zip")
+    download_file(url, archive, md5, progress=progress)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            tops = {
+                info.filename.replace("\\", "/").lstrip("/").split("/")[0] for info in zf.infolist()
+            }
+    except zipfile.BadZipFile as error:  # not an archive at all (an error page, say)
+        archive.unlink(missing_ok=True)  # else it would be taken as downloaded next time
+        raise ValueError(
+            f"archive {str(archive)!r} downloaded from {url} is not a valid zip file ({error}); "
+            "it was removed, try again"
+        ) from None
+    if len(tops) != 1:
+        raise RuntimeError(
+            f"archive {str(archive)!r} should hold one folder; it holds {sorted(tops)}"
+        )
+    top = tops.pop()
+    if root.exists():
+        root.rmdir()  # empty, checked above
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.download-", dir=root.parent))
+    try:
+        extract_zip(archive, staging)
+        if not is_tiny_imagenet_layout(staging / top):
+            raise RuntimeError(
+                f"archive {str(archive)!r} does not hold the Tiny ImageNet layout under {top!r}"
+            )
+        os.replace(staging / top, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+    return root

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from img2img.checkpoint import atomic_write
+from img2img.fileio import atomic_write_text, check_not_input
 from img2img.report.figures import collect_figures, figure_png, plot_loss_comparison
-from img2img.report.folder import RunFiles, read_run, unique_names
+from img2img.report.folder import RunFiles, input_files, read_run, unique_names
 from img2img.report.page import (
     MISSING,
     cell,
@@ -25,6 +25,7 @@ from img2img.report.page import (
     section,
     table,
 )
+from img2img.run.folder import PREDICTIONS_FIGURE
 
 __all__ = ["write_comparison_report"]
 
@@ -62,7 +63,7 @@ def write_comparison_report(
         run_dirs: The run folders, in the order to show them.
         path: The HTML file to write.
         title: The page title (default: "Comparison of N runs").
-        draw_missing: Draw a run's missing predictions figure from its checkpoint and data.
+        draw_missing: Kept for compatibility: a report never redraws predictions (no photos are read).
 
     Returns:
         The path written.
@@ -81,6 +82,7 @@ def write_comparison_report(
     if len(run_dirs) == 0:
         raise ValueError("run_dirs must hold at least one run folder; got none")
     runs = [read_run(run_dir) for run_dir in run_dirs]
+    check_not_input(path, [f for run in runs for f in input_files(run)], "the report path")
     names = unique_names(runs)
     count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
     heading = title or f"Comparison of {count}"
@@ -107,7 +109,7 @@ def write_comparison_report(
         navigation=navigation,
         footer=f"{_version_line()} Run folders: {folders}.",
     )
-    return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(path, text)
 
 
 def _version_line() -> str:
@@ -208,9 +210,11 @@ def _thumbnails(
 ) -> str:
     cards = []
     for name, run in zip(names, runs, strict=True):
-        figures, notes = collect_figures(run, names=("predictions.png",), draw_missing=draw_missing)
+        figures, notes = collect_figures(
+            run, names=(PREDICTIONS_FIGURE,), draw_missing=draw_missing
+        )
         problems.extend(f"{name}: {note}" for note in notes)
-        item = figures.get("predictions.png")
+        item = figures.get(PREDICTIONS_FIGURE)
         if item is None:
             cards.append(
                 f"<div><h3>{escape(name)}</h3>\n<p>{escape('No predictions figure.')}</p></div>"

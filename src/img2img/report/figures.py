@@ -1,12 +1,13 @@
 """The figures of a report: the PNG files of a run folder, drawn anew when missing.
 
-A run folder's figures are embedded as they are. When one of the run's
-figures is missing (a run trained with ``--no-figures``, a copied folder) it
-is drawn in memory from what the folder holds: the loss curves from
-``history.csv``; the predictions from the checkpoint and the run's own
-validation photos (the data configuration in ``config.json``, never
-downloading); the kernels from the checkpoint of a linear model. Nothing is
-written into the run folder. A figure that cannot be drawn becomes a note.
+A run folder's figures are embedded as they are: training draws them once,
+from what it holds in memory. A report reads only the run folder: when the
+loss curves or the kernels are missing (a run trained with ``--no-figures``, a
+copied folder) they are drawn in memory from ``history.csv`` and from the
+checkpoint of a linear model; the predictions, which need photos, are never
+redrawn (the data paths a run folder records are not followed). Nothing is
+written into the run folder. A figure that is missing or cannot be drawn
+becomes a note.
 
 :func:`plot_loss_comparison` draws the loss curves of several runs on one plot.
 """
@@ -24,8 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import nn
 
-from img2img.report.folder import RunFiles, lookup, one_line
+from img2img.report.folder import RunFiles, one_line
 from img2img.report.page import PNG_SIGNATURE
+from img2img.run.folder import FIGURE_FILES, KERNELS_FIGURE, LOSSES_FIGURE, PREDICTIONS_FIGURE
 from img2img.viz.losses import loss_axes
 
 __all__ = ["ReportFigure", "collect_figures", "figure_png", "plot_loss_comparison"]
@@ -41,7 +43,7 @@ class ReportFigure:
     """One figure of a report.
 
     Attributes:
-        name: Its file name in the run folder (``"losses.png"``).
+        name: Its file name in the run folder (such as ``losses.png``).
         png: The PNG bytes.
         drawn: ``True`` when drawn for the report because the file is missing.
     """
@@ -90,27 +92,6 @@ class _Drawer:
             raise _CannotDrawError("the run folder has no readable history.csv")
         return plot_losses(self.run.train_losses or [], self.run.val_losses)
 
-    def predictions(self) -> Figure:
-        from img2img.data import load_filtered_dataset
-        from img2img.viz import preview_predictions
-
-        data = lookup(self.run.config, "data")
-        if not isinstance(data, dict) or not data.get("filter"):
-            raise _CannotDrawError("config.json does not record the data and filter")
-        model = self.model()
-        _, val = load_filtered_dataset(
-            data=data.get("data", "samples"),
-            filter=data["filter"],
-            val_fraction=data.get("val_fraction", 0.2),
-            seed=data.get("seed", 0),
-            crop_size=data.get("crop_size", 64),
-            limit=data.get("limit"),
-            download=False,
-        )
-        if len(val) == 0:
-            raise _CannotDrawError("the run has no validation photos")
-        return preview_predictions(model, val, PREDICTION_ROWS, device="cpu")
-
     def kernels(self) -> Figure:
         from img2img.filters import create_filter
         from img2img.viz import plot_kernels
@@ -130,9 +111,9 @@ class _CannotDrawError(Exception):
 
 def _wanted_drawings(run: RunFiles) -> dict[str, str]:
     """The run figures worth drawing when missing or unreadable: file name -> drawer method."""
-    wanted = {"losses.png": "losses", "predictions.png": "predictions"}
+    wanted = {LOSSES_FIGURE: "losses"}
     if _is_linear_run(run):
-        wanted["kernels.png"] = "kernels"
+        wanted[KERNELS_FIGURE] = "kernels"
     return wanted
 
 
@@ -172,6 +153,11 @@ def collect_figures(
             notes.append(f"{name} is not a PNG image; it is not shown")
             continue
         figures[name] = ReportFigure(name, png)
+    wanted = names is None or PREDICTIONS_FIGURE in names
+    if wanted and PREDICTIONS_FIGURE not in figures and PREDICTIONS_FIGURE not in run.figures:
+        notes.append(
+            f"{PREDICTIONS_FIGURE} is missing (training draws it; a report reads no photos)"
+        )
     if not draw_missing:
         return figures, notes
     drawer = _Drawer(run)
@@ -188,7 +174,7 @@ def collect_figures(
             notes.append(f"{name} could not be drawn ({one_line(error)})")
             continue
         figures[name] = ReportFigure(name, figure_png(fig), drawn=True)
-    order = [*run.figures, "losses.png", "predictions.png", "kernels.png"]
+    order = [*run.figures, *FIGURE_FILES]
     return {name: figures[name] for name in dict.fromkeys(order) if name in figures}, notes
 
 

@@ -8,30 +8,36 @@ or a folder with none of a run's files, is an error.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from img2img.runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE
+from img2img.run.folder import (
+    CONFIG_FILE,
+    FIGURE_FILES,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    STATE_FILE,
+    RunFolderError,
+    read_history,
+    read_json_object,
+)
 
 __all__ = [
     "FIGURE_FILES",
     "REPORT_FILE",
     "RunFiles",
+    "input_files",
     "lookup",
     "one_line",
     "read_run",
     "unique_names",
 ]
 
-#: The report's file name inside a run folder.
-REPORT_FILE = "report.html"
-#: The figures a training run draws, in the order the report shows them.
-FIGURE_FILES = ("losses.png", "predictions.png", "kernels.png")
 #: The files that make a folder a run folder, with what each holds.
 RUN_FILES = {
     CONFIG_FILE: "the configuration",
@@ -160,6 +166,12 @@ def read_run(run_dir: str | Path) -> RunFiles:
     return run
 
 
+def input_files(run: RunFiles) -> list[Path]:
+    """Every file of a run folder that a report reads (existing or not): never an output."""
+    names = [CONFIG_FILE, METRICS_FILE, HISTORY_FILE, MODEL_FILE, STATE_FILE, *FIGURE_FILES]
+    return [run.path / name for name in names] + list(run.figures.values())
+
+
 def _figures(path: Path) -> dict[str, Path]:
     """The PNG files of a folder: the run's figures in order, then the others by name."""
     files = {
@@ -176,14 +188,10 @@ def _read_json(path: Path, run: RunFiles) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        run.notes.append(f"{path.name} could not be read ({one_line(error)})")
+        return read_json_object(path)
+    except RunFolderError as error:
+        run.notes.append(f"{_named(error, path)}; it is ignored")
         return None
-    if not isinstance(record, dict):
-        run.notes.append(f"{path.name} does not hold a JSON object; it is ignored")
-        return None
-    return record
 
 
 def _read_history(path: Path, run: RunFiles) -> None:
@@ -191,27 +199,17 @@ def _read_history(path: Path, run: RunFiles) -> None:
     if not path.is_file():
         return
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
-        train = [_loss(row, "train_loss") for row in rows]
-        val = [_loss(row, "val_loss") for row in rows]
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError) as error:
-        run.notes.append(f"{path.name} could not be read ({one_line(error)})")
-        return
-    if not rows:
-        run.notes.append(f"{path.name} holds no epochs")
+        train, val = read_history(path)
+    except RunFolderError as error:
+        run.notes.append(_named(error, path))
         return
     run.train_losses = train
     run.val_losses = val if any(not math.isnan(v) for v in val) else []
 
 
-def _loss(row: dict[str, str | None], column: str) -> float:
-    value = row.get(column)
-    if value is None:
-        if column == "val_loss":
-            return math.nan
-        raise KeyError(f"no {column!r} column")
-    return float(value) if value.strip() else math.nan
+def _named(error: RunFolderError, path: Path) -> str:
+    """An error about a run folder's file, naming the file by its name, not its whole path."""
+    return " ".join(str(error).split()).replace(repr(str(path)), path.name)
 
 
 def one_line(error: BaseException) -> str:

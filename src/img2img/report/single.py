@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from img2img.checkpoint import atomic_write
+from img2img.fileio import atomic_write_text, check_not_input
 from img2img.report.figures import ReportFigure, collect_figures
-from img2img.report.folder import REPORT_FILE, RunFiles, lookup, read_run
+from img2img.report.folder import REPORT_FILE, RunFiles, input_files, lookup, read_run
 from img2img.report.page import (
     MISSING,
     cell,
@@ -25,24 +25,25 @@ from img2img.report.page import (
     section,
     table,
 )
+from img2img.run.folder import KERNELS_FIGURE, LOSSES_FIGURE, PREDICTIONS_FIGURE
 
 __all__ = ["metric_rows", "write_run_report"]
 
 #: What each of the run's figures shows.
 CAPTIONS = {
-    "losses.png": "Mean L1 loss per epoch on the training and validation photos "
+    LOSSES_FIGURE: "Mean L1 loss per epoch on the training and validation photos "
     "(a log scale when the losses span more than two decades); the circle marks the best "
     "validation epoch, whose weights the model keeps.",
-    "predictions.png": "The first validation photos: input, model output, target and "
+    PREDICTIONS_FIGURE: "The first validation photos: input, model output, target and "
     "absolute error. Output and target share one colour scale; errors have their own.",
-    "kernels.png": "The kernel the model computes next to the filter's exact kernel, per "
+    KERNELS_FIGURE: "The kernel the model computes next to the filter's exact kernel, per "
     "input channel, and their difference (its own colour scale).",
 }
 #: Section titles of the run's figures.
 TITLES = {
-    "losses.png": ("losses", "Loss curves"),
-    "predictions.png": ("predictions", "Predictions"),
-    "kernels.png": ("kernels", "Kernels"),
+    LOSSES_FIGURE: ("losses", "Loss curves"),
+    PREDICTIONS_FIGURE: ("predictions", "Predictions"),
+    KERNELS_FIGURE: ("kernels", "Kernels"),
 }
 
 
@@ -80,9 +81,10 @@ def write_run_report(
     """
     run = read_run(run_dir)
     target = Path(path) if path is not None else run.path / REPORT_FILE
+    check_not_input(target, input_files(run), "the report path")
     figures, figure_notes = collect_figures(run, draw_missing=draw_missing)
     text = render_run_page(run, figures, [*run.notes, *figure_notes], title=title)
-    return atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(target, text)
 
 
 def render_run_page(
@@ -109,7 +111,7 @@ def render_run_page(
         if name in figures:
             navigation.append((anchor, heading))
             body.append(section(anchor, heading, _figure_block(figures[name], run)))
-        elif name == "kernels.png" and (line := _no_kernel_line(run)):
+        elif name == KERNELS_FIGURE and (line := _no_kernel_line(run)):
             body.append(section(anchor, heading, f"<p>{escape(line)}</p>"))
     others = [item for name, item in figures.items() if name not in TITLES]
     if others:
@@ -245,7 +247,7 @@ def _figure_block(item: ReportFigure, run: RunFiles) -> str:
             f" (Drawn for this report: {item.name} is missing from the run folder or unreadable.)"
         )
     html_text = figure(item.png, f"{item.name} of run {run.name}", caption)
-    if item.name == "losses.png" and run.has_history:
+    if item.name == LOSSES_FIGURE and run.has_history:
         html_text += "\n" + _history_details(run)
     return html_text
 

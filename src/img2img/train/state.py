@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from img2img.checkpoint import atomic_write, safe_torch_load
+from img2img.checkpoint import safe_torch_load
+from img2img.fileio import atomic_write
+from img2img.run.folder import STATE_FILE
 from img2img.train.config import Progress, TrainConfig
 
 __all__ = ["describe_data", "load_state", "save_state", "state_file"]
@@ -19,7 +21,7 @@ __all__ = ["describe_data", "load_state", "save_state", "state_file"]
 def state_file(path: str | Path) -> Path:
     """The state file: ``path`` itself, or ``path/state.pt`` for a run folder."""
     path = Path(path)
-    return path / "state.pt" if path.is_dir() else path
+    return path / STATE_FILE if path.is_dir() else path
 
 
 def describe_data(dataset: Any) -> dict[str, Any]:
