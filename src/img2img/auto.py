@@ -91,6 +91,7 @@ __all__ = [
     "POINTWISE_OF_LINEAR",
     "AutoChoice",
     "Recipe",
+    "arch_for_verdict",
     "choose_arch",
     "fit_auto",
 ]
@@ -276,6 +277,49 @@ def choose_arch(filter: Filter) -> AutoChoice:
         dict(recipe.refine),
         reason=f"non-linear {nonlinear[-1].name!r}: {recipe.arch}, {recipe.reason}",
     )
+
+
+#: Probe verdicts and the per-pixel architectures that suit them (``_`` and ``-`` are the same).
+VERDICT_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    # A function of each pixel's colour: curves exact at 8-bit inputs, a 17^3 table for mixes.
+    "pointwise": ("lut3d", {"size": 17, "curve_size": 256}),
+    # An affine map of each pixel's colour (channel mixers, sepia): a 1x1 convolution.
+    "colour_linear": ("linear", {"kernel_size": 1, "depth": 1}),
+}
+_VERDICT_ALIASES = {"color_linear": "colour_linear", "linear_colour": "colour_linear"}
+
+
+def arch_for_verdict(verdict: str, channels_out: int) -> tuple[str, dict[str, Any]]:
+    """The architecture and options for an operator that a probe classified as ``verdict``.
+
+    Args:
+        verdict: ``"pointwise"`` (each output pixel a function of its input pixel's
+            colour: curves, levels, gamma, grading, colormaps) or ``"colour_linear"``
+            (an affine map of the colour: channel mixers, sepia; ``"color_linear"``
+            and ``"linear_colour"`` too).
+        channels_out: Output channels of the operator (1 or more).
+
+    Returns:
+        ``(arch, options)`` for :func:`img2img.create_img2img_model`: ``"lut3d"``
+        (fit it with :func:`img2img.solve.fit_lut`) or a 1x1 ``"linear"`` (fit it
+        with :func:`img2img.solve.fit_linear` and ``kernel_size=1``).
+
+    Raises:
+        TypeError: If ``verdict`` is not a string or ``channels_out`` not an integer.
+        ValueError: For another verdict or ``channels_out < 1``.
+    """
+    if not isinstance(verdict, str):
+        raise TypeError(f"verdict must be a string; got {type(verdict).__name__}")
+    if isinstance(channels_out, bool) or not isinstance(channels_out, int):
+        raise TypeError(f"channels_out must be an integer >= 1; got {channels_out!r}")
+    if channels_out < 1:
+        raise ValueError(f"channels_out must be an integer >= 1; got {channels_out!r}")
+    key = verdict.strip().lower().replace("-", "_")
+    key = _VERDICT_ALIASES.get(key, key)
+    if key not in VERDICT_ARCHS:
+        raise ValueError(f"verdict must be one of {sorted(VERDICT_ARCHS)}; got {verdict!r}")
+    arch, options = VERDICT_ARCHS[key]
+    return arch, dict(options)
 
 
 def fit_auto(
