@@ -235,3 +235,14 @@ def test_arch_for_verdict() -> None:
         arch_for_verdict("pointwise", 0)
     with pytest.raises(TypeError, match="channels_out must be"):
         arch_for_verdict("pointwise", True)
+
+
+def test_a_fitted_lut_saves_and_loads(tmp_path, crops) -> None:
+    from img2img.checkpoint import load_model, save_model
+
+    model = fit_lut(_Pairs(crops[0][:8], _gamma), size=4, curve_size=32)
+    loaded = load_model(save_model(model, tmp_path / "lut.safetensors"))
+    assert loaded.config["options"] == {"size": 4, "curve_size": 32, "border": "reflect101"}
+    x = torch.rand(2, 3, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
