@@ -330,12 +330,15 @@ def fit_auto(
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[nn.Module, list[float], list[float]]:
-    """Fit a linear filter exactly: the closed-form least-squares kernel.
+    """Fit a linear filter or a colour lookup table exactly, by least squares.
 
     Args:
         train_dataset: A dataset with ``batch()`` (``FilteredDataset``).
         val_dataset: Its validation twin.
-        choice: An ``"exact"`` choice from :func:`choose_arch`.
+        choice: An ``"exact"`` choice from :func:`choose_arch`, or one made from
+            :func:`arch_for_verdict`: ``"linear"`` (:func:`img2img.solve.fit_linear`
+            with its ``kernel_size``) or ``"lut3d"`` (:func:`img2img.solve.fit_lut`
+            with its ``size`` and ``curve_size``).
         device: Where to accumulate the normal equations.
         progress: Show a progress bar.
 
@@ -343,18 +346,26 @@ def fit_auto(
         ``(model, train_losses, val_losses)``: one "epoch" with the L1 losses of the fit.
     """
     from img2img.metrics import compute_metrics
-    from img2img.solve import fit_linear
+    from img2img.solve import fit_linear, fit_lut
 
     if choice.method != "exact":
         raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
+    if choice.arch not in ("linear", "lut3d"):
+        raise ValueError(f"fit_auto fits 'linear' and 'lut3d' only; got arch {choice.arch!r}")
     started = time.perf_counter()
-    model = fit_linear(
-        train_dataset,
-        choice.options["kernel_size"],
-        border=choice.options.get("border"),
-        device=device,
-        progress=progress,
-    )
+    if choice.arch == "lut3d":
+        sizes = {
+            key: choice.options[key] for key in ("size", "curve_size") if key in choice.options
+        }
+        model = fit_lut(train_dataset, **sizes, device=device)
+    else:
+        model = fit_linear(
+            train_dataset,
+            choice.options["kernel_size"],
+            border=choice.options.get("border"),
+            device=device,
+            progress=progress,
+        )
     seconds = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
