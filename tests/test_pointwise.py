@@ -265,3 +265,32 @@ def test_fit_auto_fits_the_verdicts_architectures_in_closed_form(crops) -> None:
     assert model.config["arch"] == "linear" and model.config["options"]["kernel_size"] == 1
     with pytest.raises(ValueError, match="fit_auto fits 'linear' and 'lut3d' only"):
         fit_auto(train, held_out, AutoChoice("exact", "can"), device="cpu")
+
+
+def test_merging_8bit_colours_gives_the_same_normal_equations(monkeypatch, crops) -> None:
+    from img2img.solve import colour
+
+    # float64 levels u / 255, so that merged and unmerged rows hold the same numbers.
+    x = torch.from_numpy(crops[0][:4]).double() / 255.0
+    y = torch.stack([_sepia_then_curve(image.float()) for image in x]).double()
+    merge_colours = colour._merge_8bit_colours
+    unknowns = 3 * 16 + 4**3
+    sums = []
+    for merge in (True, False):
+        if not merge:
+            monkeypatch.setattr(colour, "_merge_8bit_colours", lambda p, t: (p, t, None))
+        gram = torch.zeros(unknowns, unknowns, dtype=torch.float64)
+        cross = torch.zeros(unknowns, 3, dtype=torch.float64)
+        colour._accumulate(gram, cross, x, y, 16, 4)
+        sums.append((gram, cross))
+    torch.testing.assert_close(sums[0][0], sums[1][0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(sums[0][1], sums[1][1], rtol=1e-9, atol=1e-9)
+    colours, _, counts = merge_colours(
+        x.transpose(0, 1).reshape(3, -1), y.transpose(0, 1).reshape(3, -1)
+    )
+    assert counts is not None and counts.sum() == 4 * 32 * 32 and colours.shape[1] < 4 * 32 * 32
+    # Values that are not 8-bit levels are kept pixel by pixel.
+    _, _, none = merge_colours(
+        torch.rand(3, 10, dtype=torch.float64), torch.rand(1, 10, dtype=torch.float64)
+    )
+    assert none is None

@@ -70,6 +70,36 @@ def _add_smoothness(matrix: torch.Tensor, curve_size: int, size: int, weight: fl
             matrix.index_put_((triples[i], triples[j]), values, accumulate=True)
 
 
+def _merge_8bit_colours(
+    pixels: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pixels of one 8-bit colour merged into one weighted row (the same least squares).
+
+    Args:
+        pixels: ``(3, N)`` float64.
+        targets: ``(C, N)`` float64.
+
+    Returns:
+        ``(colours (3, U), target sums (C, U), counts (U,))`` when every value is a
+        multiple of 1/255 in [0, 1]; else the pixels and targets as given and ``None``.
+    """
+    codes = pixels * 255.0
+    rounded = codes.round()
+    if (
+        pixels.numel() == 0
+        or float((codes - rounded).abs().max()) > 1e-4  # float32 holds u / 255 to ~2e-5
+        or float(rounded.min()) < 0
+        or float(rounded.max()) > 255
+    ):
+        return pixels, targets, None
+    key = ((rounded[0] * 256 + rounded[1]) * 256 + rounded[2]).long()
+    unique, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    sums = torch.zeros(targets.shape[0], len(unique), dtype=targets.dtype, device=targets.device)
+    sums.index_add_(1, inverse, targets)
+    colours = torch.stack([unique // 65536, unique // 256 % 256, unique % 256]).double() / 255.0
+    return colours, sums, counts.double()
+
+
 def _accumulate(
     gram: torch.Tensor,
     cross: torch.Tensor,
@@ -82,14 +112,17 @@ def _accumulate(
     unknowns = gram.shape[0]
     pixels = x.transpose(0, 1).reshape(x.shape[1], -1).double()
     targets = y.transpose(0, 1).reshape(y.shape[1], -1).double()
+    pixels, targets, counts = _merge_8bit_colours(pixels, targets)
     flat_gram = gram.view(-1)
     for first in range(0, pixels.shape[1], _PIXEL_BLOCK):
         block = pixels[:, first : first + _PIXEL_BLOCK]
         index, weights = lut_weights(block, curve_size, size)  # (J, n)
         pair_index = (index[:, None, :] * unknowns + index[None, :, :]).flatten()
-        pair_weight = (weights[:, None, :] * weights[None, :, :]).flatten()
-        flat_gram.index_add_(0, pair_index, pair_weight)
-        target = targets[:, first : first + _PIXEL_BLOCK]  # (C_out, n)
+        pair_weight = weights[:, None, :] * weights[None, :, :]
+        if counts is not None:  # a merged colour stands for count pixels
+            pair_weight = pair_weight * counts[first : first + _PIXEL_BLOCK]
+        flat_gram.index_add_(0, pair_index, pair_weight.flatten())
+        target = targets[:, first : first + _PIXEL_BLOCK]  # (C_out, n): sums when merged
         contribution = weights[:, :, None] * target.T[None]  # (J, n, C_out)
         cross.index_add_(0, index.flatten(), contribution.reshape(-1, target.shape[0]))
 
