@@ -91,6 +91,7 @@ __all__ = [
     "POINTWISE_OF_LINEAR",
     "AutoChoice",
     "Recipe",
+    "arch_for_verdict",
     "choose_arch",
     "fit_auto",
 ]
@@ -278,6 +279,49 @@ def choose_arch(filter: Filter) -> AutoChoice:
     )
 
 
+#: Probe verdicts and the per-pixel architectures that suit them (``_`` and ``-`` are the same).
+VERDICT_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    # A function of each pixel's colour: curves exact at 8-bit inputs, a 17^3 table for mixes.
+    "pointwise": ("lut3d", {"size": 17, "curve_size": 256}),
+    # An affine map of each pixel's colour (channel mixers, sepia): a 1x1 convolution.
+    "colour_linear": ("linear", {"kernel_size": 1, "depth": 1}),
+}
+_VERDICT_ALIASES = {"color_linear": "colour_linear", "linear_colour": "colour_linear"}
+
+
+def arch_for_verdict(verdict: str, channels_out: int) -> tuple[str, dict[str, Any]]:
+    """The architecture and options for an operator that a probe classified as ``verdict``.
+
+    Args:
+        verdict: ``"pointwise"`` (each output pixel a function of its input pixel's
+            colour: curves, levels, gamma, grading, colormaps) or ``"colour_linear"``
+            (an affine map of the colour: channel mixers, sepia; ``"color_linear"``
+            and ``"linear_colour"`` too).
+        channels_out: Output channels of the operator (1 or more).
+
+    Returns:
+        ``(arch, options)`` for :func:`img2img.create_img2img_model`: ``"lut3d"``
+        (fit it with :func:`img2img.solve.fit_lut`) or a 1x1 ``"linear"`` (fit it
+        with :func:`img2img.solve.fit_linear` and ``kernel_size=1``).
+
+    Raises:
+        TypeError: If ``verdict`` is not a string or ``channels_out`` not an integer.
+        ValueError: For another verdict or ``channels_out < 1``.
+    """
+    if not isinstance(verdict, str):
+        raise TypeError(f"verdict must be a string; got {type(verdict).__name__}")
+    if isinstance(channels_out, bool) or not isinstance(channels_out, int):
+        raise TypeError(f"channels_out must be an integer >= 1; got {channels_out!r}")
+    if channels_out < 1:
+        raise ValueError(f"channels_out must be an integer >= 1; got {channels_out!r}")
+    key = verdict.strip().lower().replace("-", "_")
+    key = _VERDICT_ALIASES.get(key, key)
+    if key not in VERDICT_ARCHS:
+        raise ValueError(f"verdict must be one of {sorted(VERDICT_ARCHS)}; got {verdict!r}")
+    arch, options = VERDICT_ARCHS[key]
+    return arch, dict(options)
+
+
 def fit_auto(
     train_dataset: Any,
     val_dataset: Any,
@@ -286,12 +330,15 @@ def fit_auto(
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[nn.Module, list[float], list[float]]:
-    """Fit a linear filter exactly: the closed-form least-squares kernel.
+    """Fit a linear filter or a colour lookup table exactly, by least squares.
 
     Args:
         train_dataset: A dataset with ``batch()`` (``FilteredDataset``).
         val_dataset: Its validation twin.
-        choice: An ``"exact"`` choice from :func:`choose_arch`.
+        choice: An ``"exact"`` choice from :func:`choose_arch`, or one made from
+            :func:`arch_for_verdict`: ``"linear"`` (:func:`img2img.solve.fit_linear`
+            with its ``kernel_size``) or ``"lut3d"`` (:func:`img2img.solve.fit_lut`
+            with its ``size`` and ``curve_size``).
         device: Where to accumulate the normal equations.
         progress: Show a progress bar.
 
@@ -299,18 +346,26 @@ def fit_auto(
         ``(model, train_losses, val_losses)``: one "epoch" with the L1 losses of the fit.
     """
     from img2img.metrics import compute_metrics
-    from img2img.solve import fit_linear
+    from img2img.solve import fit_linear, fit_lut
 
     if choice.method != "exact":
         raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
+    if choice.arch not in ("linear", "lut3d"):
+        raise ValueError(f"fit_auto fits 'linear' and 'lut3d' only; got arch {choice.arch!r}")
     started = time.perf_counter()
-    model = fit_linear(
-        train_dataset,
-        choice.options["kernel_size"],
-        border=choice.options.get("border"),
-        device=device,
-        progress=progress,
-    )
+    if choice.arch == "lut3d":
+        sizes = {
+            key: choice.options[key] for key in ("size", "curve_size") if key in choice.options
+        }
+        model = fit_lut(train_dataset, **sizes, device=device)
+    else:
+        model = fit_linear(
+            train_dataset,
+            choice.options["kernel_size"],
+            border=choice.options.get("border"),
+            device=device,
+            progress=progress,
+        )
     seconds = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]

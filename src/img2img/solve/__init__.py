@@ -15,8 +15,9 @@ a filter's exact kernel; :func:`lbfgs_refine` and :func:`gauss_newton` finish a 
 True
 """
 
+from img2img.solve.colour import fit_lut
 from img2img.solve.fold import fold_linear, kernel_error
 from img2img.solve.least_squares import fit_linear
 from img2img.solve.refine import gauss_newton, lbfgs_refine
 
-__all__ = ["fit_linear", "fold_linear", "gauss_newton", "kernel_error", "lbfgs_refine"]
+__all__ = ["fit_linear", "fit_lut", "fold_linear", "gauss_newton", "kernel_error", "lbfgs_refine"]

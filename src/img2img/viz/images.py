@@ -58,27 +58,33 @@ class _Scale:
 
     Single-channel maps use a symmetric diverging colour map for signed
     filters and grayscale for non-negative ones, with limits from both
-    arrays. Three-channel images are shown as RGB: values are mapped from
-    ``[vmin, vmax]`` to [0, 1] and clipped ([0, 1] is kept as is for
-    non-negative filters whose values lie there).
+    arrays; without a filter, the targets (the last array) decide whether the
+    signal is signed. Three-channel images are shown as RGB: values are mapped
+    from ``[vmin, vmax]`` to [0, 1] and clipped ([0, 1] is kept as is for
+    non-negative signals whose targets lie there; outputs are clipped to it).
     """
 
     def __init__(self, arrays: Sequence[np.ndarray], dataset: Any) -> None:
         finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
         low = float(finite.min()) if finite.size else 0.0
         high = float(finite.max()) if finite.size else 1.0
+        # The targets (the last array) say what the signal is: a model's slight
+        # undershoot must not show a colour image as a signed map.
+        reference = arrays[-1][np.isfinite(arrays[-1])]
+        ref_low = float(reference.min()) if reference.size else 0.0
+        ref_high = float(reference.max()) if reference.size else 1.0
         output_range = getattr(getattr(dataset, "filter", None), "output_range", None)
         if output_range is not None:
             self.signed = float(output_range[0]) < 0
         else:
-            self.signed = low < 0
+            self.signed = ref_low < 0
         self.channels = arrays[0].shape[1]
         self.rgb = self.channels == 3
         if self.signed:
             limit = max(abs(low), abs(high)) or 1.0
             self.vmin, self.vmax = -limit, limit
             self.cmap = SIGNED_CMAP
-        elif self.rgb and low >= 0 and high <= 1:
+        elif self.rgb and ref_low >= 0 and ref_high <= 1:
             self.vmin, self.vmax = 0.0, 1.0
             self.cmap = None
         else:
