@@ -123,7 +123,7 @@ def test_pointwise_models_have_a_one_pixel_field() -> None:
         ("lut3d", 1, {}, ValueError, "a 3D table needs 3 input channels"),
         ("lut3d", 3, {"border": "mirror"}, ValueError, "border"),
         ("pixelmlp", 3, {"hidden": 0}, ValueError, "hidden must be"),
-        ("pixelmlp", 3, {"hidden": 2000}, ValueError, "hidden must be 1 to 1024"),
+        ("pixelmlp", 3, {"hidden": 2000}, ValueError, "hidden must be an integer from 1 to 1024"),
         ("pixelmlp", 3, {"layers": 17}, ValueError, "layers must be 1 to 16"),
         ("pixelmlp", 3, {"activation": "swish"}, ValueError, "activation must be one of"),
     ],

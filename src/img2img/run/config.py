@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from img2img.limits import MAX_CROP_SIZE, MAX_SEED, MIN_CROP_SIZE
 from img2img.run.folder import RunFolderError
 from img2img.train.config import TrainConfig
 
@@ -23,11 +24,6 @@ __all__ = [
     "config_record",
     "parse_config",
 ]
-
-#: Largest crop side a recorded configuration may ask for.
-MAX_CROP_SIZE = 4096
-#: Largest seed a recorded configuration may hold (what ``torch.manual_seed`` takes).
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -77,10 +73,12 @@ def _data_problem(name: str, value: Any) -> str | None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return None if ok and math.isfinite(value) and 0 <= value < 1 else "a number in [0, 1)"
     if name == "seed":
-        return None if _is_int(value) and 0 <= value <= MAX_SEED else "an integer in [0, 2**63)"
+        return (
+            None if _is_int(value) and 0 <= value <= MAX_SEED else f"an integer in [0, {MAX_SEED}]"
+        )
     if name == "crop_size":
-        ok = _is_int(value) and 1 <= value <= MAX_CROP_SIZE
-        return None if ok else f"an integer in [1, {MAX_CROP_SIZE}]"
+        ok = _is_int(value) and MIN_CROP_SIZE <= value <= MAX_CROP_SIZE
+        return None if ok else f"an integer in [{MIN_CROP_SIZE}, {MAX_CROP_SIZE}]"
     if name == "limit":
         return (
             None if value is None or (_is_int(value) and value >= 1) else "null or an integer ≥ 1"
@@ -98,7 +96,9 @@ def _data_problem(name: str, value: Any) -> str | None:
 def _train_problem(name: str, value: Any) -> str | None:
     """What :class:`TrainConfig` does not check itself in one recorded training option."""
     if name == "seed":
-        return None if _is_int(value) and 0 <= value <= MAX_SEED else "an integer in [0, 2**63)"
+        return (
+            None if _is_int(value) and 0 <= value <= MAX_SEED else f"an integer in [0, {MAX_SEED}]"
+        )
     if name in ("progress", "channels_last", "compile"):
         return None if isinstance(value, bool) else "true or false"
     if name in ("loss", "amp", "worker_start"):
