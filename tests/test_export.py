@@ -92,7 +92,7 @@ def test_missing_onnx_says_how_to_install(
 ) -> None:
     model = _model("linear", None)
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install 'img2img\[export\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'img2img-filters\[export\]'"):
         export_onnx(model, tmp_path / "model.onnx")
     with pytest.raises(ImportError, match="'onnx'"):
         export_model(model, tmp_path / "model.onnx", "onnx")
@@ -101,14 +101,14 @@ def test_missing_onnx_says_how_to_install(
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "img2img[export]" in err
+    assert "img2img-filters[export]" in err
 
 
 def test_missing_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model("linear", None)
     path = export_onnx(model, tmp_path / "model.onnx")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(MissingDependencyError, match=r"'onnxruntime'.*img2img\[export\]"):
+    with pytest.raises(MissingDependencyError, match=r"'onnxruntime'.*img2img-filters\[export\]"):
         check_onnx(model, path)
 
 

@@ -11,32 +11,43 @@ copy.
 The calls mix the paths of inference: the folded OpenCV path of a ``linear`` model and
 the network path of three architectures, whole images and tiles, uint8, uint16 and
 float inputs, gray, RGB and RGBA, arrays and files (8- and 16-bit PNG), sizes from 1x1
-to 128x128.
+to 128x128. The workload is ``benchmarks/soak.py``'s, which times the same calls; this
+test checks memory only.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
+import json
 import sys
-import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
-from img2img.imageio import write_image
 from img2img.infer import apply_filter
-from img2img.models import create_img2img_model, receptive_field
+from img2img.models import receptive_field
 
+ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH_BOUND = 16 * 2**20  # bytes
 CALLS = 1000
 WARM_UP = 48  # every combination of image, model and tiling once
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status"),
-    pytest.mark.timeout(120),
+    pytest.mark.timeout(300),
 ]
+
+
+@pytest.fixture(scope="module")
+def soak() -> ModuleType:
+    """``benchmarks/soak.py``, imported as a module: the soak's models, images and plan."""
+    spec = importlib.util.spec_from_file_location("soak", ROOT / "benchmarks" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _rss() -> int:
@@ -47,64 +58,15 @@ def _rss() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def _models() -> list[torch.nn.Module]:
-    torch.manual_seed(0)
-    models = [
-        create_img2img_model(3, 1, "linear", kernel_size=5),  # folded: one OpenCV filter
-        create_img2img_model(3, 1, "study"),
-        create_img2img_model(3, 3, "can", width=8, depth=3),
-        create_img2img_model(3, 1, "structured"),
-    ]
-    with torch.no_grad():
-        for model in models:
-            for parameter in model.parameters():
-                parameter.add_(torch.randn_like(parameter) * 0.05)
-    return [model.eval() for model in models]
-
-
-def _inputs(folder: Path, rng: np.random.Generator) -> list[np.ndarray | Path]:
-    """12 images of random size (1 to 128 a side), dtype and layout; every fourth is a file."""
-    inputs: list[np.ndarray | Path] = []
-    for index in range(12):
-        height, width = (int(v) for v in rng.integers(1, 129, size=2))
-        if index == 0:
-            height, width = 1, 1
-        layout = index % 4
-        shape = [(height, width), (height, width, 3), (height, width, 4), (height, width, 1)][
-            layout
-        ]
-        kind = index % 3
-        if kind == 0:
-            image = rng.integers(0, 256, shape, dtype=np.uint8)
-        elif kind == 1:
-            image = rng.integers(0, 65536, shape, dtype=np.uint16)
-        else:
-            image = rng.random(shape, dtype=np.float32)
-        if index % 4 == 3:
-            path = folder / f"{index}.png"
-            write_image(path, image, bit_depth=16 if kind == 1 else 8)
-            inputs.append(path)
-        else:
-            inputs.append(image)
-    return inputs
-
-
-def test_memory_does_not_grow_over_a_thousand_calls(tmp_path: Path) -> None:
+def test_memory_does_not_grow_over_a_thousand_calls(soak: ModuleType, tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
-    models = _models()
-    inputs = _inputs(tmp_path, rng)
+    models = soak.models()
+    inputs = soak.inputs(tmp_path, rng)
     # Each (image, model) pair, with tiles or not: 48 combinations. The warm-up calls each
     # once, so that caches keyed by shape (oneDNN's primitives, OpenCV's buffers) are full
     # before the measure; the 1,000 calls then draw from the same combinations at random.
-    combinations = [
-        (image, model, bool((image + model) % 2))
-        for image in range(len(inputs))
-        for model in range(len(models))
-    ]
-    plan = combinations + [
-        combinations[int(i)] for i in rng.integers(len(combinations), size=CALLS)
-    ]
-    started = time.perf_counter()
+    plan = soak.plan(len(inputs), len(models), CALLS, rng)
+    assert len(plan) == WARM_UP + CALLS
     checked = 0
 
     def call(step: int) -> None:
@@ -127,10 +89,16 @@ def test_memory_does_not_grow_over_a_thousand_calls(tmp_path: Path) -> None:
         call(step)
     gc.collect()
     growth = _rss() - before
-    seconds = time.perf_counter() - started
     assert checked == (WARM_UP + CALLS + 24) // 25
     assert growth < RSS_GROWTH_BOUND, (
         f"resident memory grew by {growth / 2**20:.1f} MB over {CALLS} calls "
         f"(bound {RSS_GROWTH_BOUND / 2**20:.0f} MB)"
     )
-    assert seconds < 90, f"{CALLS + WARM_UP} calls took {seconds:.1f} s"
+
+
+def test_the_soak_benchmark_times_both_ways(soak: ModuleType, tmp_path: Path) -> None:
+    result = soak.main(["--calls", "12", "--rounds", "2", "--out", str(tmp_path)])
+    assert result["calls"] == 12 and result["img2img_s"] > 0 and result["plain_s"] > 0
+    assert result["ratio"] == pytest.approx(result["plain_s"] / result["img2img_s"], rel=0.02)
+    assert json.loads((tmp_path / "soak.json").read_text()) == result
+    assert f"**{result['ratio']}**" in (tmp_path / "soak.md").read_text()

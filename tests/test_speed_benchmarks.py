@@ -20,12 +20,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, out: Path) -> tuple[dict, str]:
-    """Run ``benchmarks/<script>.py --small --out out``; its JSON and Markdown."""
+def _run(script: str, out: Path, mini_root: Path | None = None) -> tuple[dict, str]:
+    """Run ``benchmarks/<script>.py --small --out out`` (on ``mini_root``); its JSON and Markdown."""
+    env = {**os.environ, "IMG2IMG_MINI_ROOT": str(mini_root)} if mini_root else None
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--small", "--out", str(out)],
         check=True,
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,
@@ -37,9 +39,8 @@ def _rate(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-@pytest.mark.usefixtures("mini_root")
-def test_target_speed_benchmark(tmp_path: Path) -> None:
-    report, table = _run("target_speed", tmp_path)
+def test_target_speed_benchmark(mini_root: Path, tmp_path: Path) -> None:
+    report, table = _run("target_speed", tmp_path, mini_root)
     assert report["rows"] and all(row["agrees"] for row in report["rows"])
     for row in report["rows"]:
         assert _rate(row["ours_ms"]) and _rate(row["opencv_ms"])
@@ -47,9 +48,8 @@ def test_target_speed_benchmark(tmp_path: Path) -> None:
         assert f"`{row['filter']}`" in table
 
 
-@pytest.mark.usefixtures("mini_root")
-def test_train_speed_benchmark(tmp_path: Path) -> None:
-    report, table = _run("train_speed", tmp_path)
+def test_train_speed_benchmark(mini_root: Path, tmp_path: Path) -> None:
+    report, table = _run("train_speed", tmp_path, mini_root)
     rows = report["speed"]
     assert {row["arch"] for row in rows} == {"study"}
     # one process on 2 threads and on 1, and two torchrun processes sharing the cores,

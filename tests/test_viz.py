@@ -261,8 +261,72 @@ def test_plot_kernels_uses_fold_linear(tmp_path, monkeypatch):
 
 
 def test_plot_kernels_with_a_real_linear_model():
-    pytest.importorskip("img2img.solve")
+    import img2img.solve  # noqa: F401  # imported for real: not the stand-in of the test above
+
     model = create_img2img_model(3, 1, "linear", kernel_size=3)
     fig = viz.plot_kernels(model, "study-sobel")
     assert len(_image_axes(fig)) == 9
     assert _image_axes(fig)[0].get_images()[0].get_array().shape == (5, 5)
+
+
+# -- the study's calls, as its notebook writes them ---------------------------------------------
+def test_the_studys_calls_run_unchanged(tmp_path, photos, monkeypatch):
+    from img2img import compute_metrics, plot_losses, preview_filtered_dataset, preview_predictions
+
+    monkeypatch.chdir(tmp_path)
+    train_dataset = FilteredDataset(photos, "study-sobel", indices=np.arange(5))
+    val_dataset = FilteredDataset(photos, "study-sobel", indices=np.arange(5))
+    model = create_img2img_model(3, 1)
+    train_losses = [0.9, 0.5, 0.3, 0.2, 0.15, 0.12, 0.11, 0.1]
+    val_losses = [1.0, 0.6, 0.35, 0.25, 0.2, 0.16, 0.14, 0.13]
+
+    fig = plot_losses(train_losses, val_losses, save=True, trunc=5)
+    _read_png(tmp_path / "training_loss.png")
+    training, validation = fig.axes[0].lines[:2]
+    np.testing.assert_array_equal(training.get_xdata(), [6, 7, 8])  # the first 5 epochs dropped
+    np.testing.assert_array_equal(training.get_ydata(), train_losses[5:])
+    np.testing.assert_array_equal(validation.get_ydata(), val_losses[5:])
+
+    preview_predictions(
+        model, val_dataset, num_images=5, save_plot=True, plot_save_path="prediction_plot.png"
+    )
+    _read_png(tmp_path / "prediction_plot.png")
+    fig = preview_filtered_dataset(train_dataset, num_images=5, save_plot=False)
+    assert len(_image_axes(fig)) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "prediction_plot.png",
+        "training_loss.png",
+    ]
+    preview_filtered_dataset(train_dataset, 5, True)  # the study's positional order
+    _read_png(tmp_path / "preview_plot.png")
+    metrics = compute_metrics(model, val_dataset)
+    assert {"psnr", "ssim", "l1"} <= set(metrics)
+
+
+def test_path_wins_over_the_studys_save_flag(tmp_path, photos, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="img2img.viz"):
+        viz.plot_losses([1.0, 0.5], [1.1, 0.6], True, 0, path=tmp_path / "mine.png")
+    assert (tmp_path / "mine.png").is_file() and not (tmp_path / "training_loss.png").exists()
+    assert "save=True and path= given; the figure is saved to" in caplog.text
+    dataset = FilteredDataset(photos, "study-sobel")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="img2img.viz"):
+        viz.preview_filtered_dataset(dataset, 2, save_plot=True, path=tmp_path / "data.png")
+    assert (tmp_path / "data.png").is_file() and not (tmp_path / "preview_plot.png").exists()
+    assert "save_plot=True and path= given" in caplog.text
+    viz.preview_predictions(create_img2img_model(3, 1), dataset, 2, plot_save_path="x.png")
+    assert not (tmp_path / "x.png").exists()  # the study saves only with save_plot=True
+
+
+def test_the_studys_options_bad_input(photos):
+    with pytest.raises(TypeError, match=r"save must be True, False or a path; got 1\.5"):
+        viz.plot_losses([1.0], None, 1.5)
+    with pytest.raises(TypeError, match=r"trunc must be an integer; got 0\.5"):
+        viz.plot_losses([1.0, 0.5], None, trunc=0.5)
+    with pytest.raises(
+        ValueError, match=r"trunc must be from 0 to 1 \(the epochs less one\); got 2"
+    ):
+        viz.plot_losses([1.0, 0.5], None, trunc=2)
+    with pytest.raises(TypeError, match="path given twice"):
+        viz.preview_filtered_dataset(FilteredDataset(photos, "gray"), 2, "a.png", path="b.png")

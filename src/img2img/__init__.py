@@ -11,14 +11,30 @@ The study's API, at the top level::
     print(compute_metrics(model, val))                  # PSNR, SSIM, L1
 
 Names are imported on first use, so ``import img2img`` stays fast.
+
+The distribution is ``img2img-filters`` (``pip install img2img-filters``); its
+version, set once in ``pyproject.toml``, is :data:`__version__`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+#: The name img2img is installed under (``pip install img2img-filters``).
+DIST_NAME = "img2img-filters"
+
+
+def _installed_version() -> str:
+    """The installed distribution's version; ``0+unknown`` for a source tree not installed."""
+    try:
+        return importlib.metadata.version(DIST_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 _EXPORTS: dict[str, str] = {
     # the study's API
@@ -49,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "fidelity_certificate": "img2img.certificate",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = ["DIST_NAME", "__version__", *sorted(_EXPORTS)]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ than every layer's padding, so an exported model needs inputs of at least
 :func:`min_input_size` pixels a side (17 for the default ``can``, 2 to 4 for the
 others); :func:`img2img.apply_filter` has no such limit.
 
-``onnx`` and ``onnxruntime`` are optional (``pip install 'img2img[export]'``)
+``onnx`` and ``onnxruntime`` are optional (``pip install 'img2img-filters[export]'``)
 and imported only here, when needed.
 """
 
@@ -52,7 +52,9 @@ _EXAMPLE_SIZE = 64
 #: The largest :func:`min_input_size` of an exported model (its receptive field at most
 #: 1023 pixels): the export traces the model on an image of that side.
 MAX_EXPORT_SIZE = 512
-_INSTALL_HINT = "pip install 'img2img[export]'"
+_INSTALL_HINT = (
+    "pip install 'img2img-filters[export]' (from a source checkout: pip install -e '.[export]')"
+)
 
 
 class MissingDependencyError(ImportError, RuntimeError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -65,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 success, 1 failure, 2 usage, 130 Ctrl-C)."""
+    """Run the command line; return the exit status.
+
+    0 success, 1 failure, 2 usage, 130 Ctrl-C, 141 the reader of the output went away
+    (``img2img filters | head -1``: quietly, as a command killed by SIGPIPE).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     validate = getattr(args, "validate", None)
@@ -77,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"img2img {args.command}: error: {message}", file=sys.stderr)
             return 2
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # Nothing more can be written: later flushes (at exit) go to the null device.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("img2img: interrupted", file=sys.stderr)
         return 130

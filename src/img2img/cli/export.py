@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a trained model to ONNX or TorchScript",
         description="Export a trained model with dynamic batch size, height and width. "
         "ONNX needs the optional packages onnx and onnxruntime "
-        "(pip install 'img2img[export]'); the file is checked with onnx.checker and its "
+        "(pip install 'img2img-filters[export]', or pip install -e '.[export]' from a source "
+        "checkout); the file is checked with onnx.checker and its "
         "output compared with PyTorch's under ONNX Runtime.",
     )
     parser.add_argument("model", help="a checkpoint (model.safetensors, .pt) or a run folder")

@@ -210,7 +210,14 @@ def _copy(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=Path(url).name)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            desc=Path(url).name,
+            disable=None,  # only on a terminal
+        )
     received = 0
     try:
         while True:

@@ -311,7 +311,7 @@ def apply_folder(
                 write(source, target, result)
         bar.update(len(group))
 
-    with tqdm(total=len(inputs), unit="image", disable=not progress) as bar:
+    with tqdm(total=len(inputs), unit="image", disable=None if progress else True) as bar:
         for source, target in zip(inputs, outputs, strict=True):
             if os.path.lexists(target) and not overwrite:
                 summary.skipped.append(source)

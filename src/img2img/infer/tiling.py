@@ -278,7 +278,10 @@ def run_tiled(
     rows_plan, cols_plan = plan_axis(height, tile[0]), plan_axis(width, tile[1])
     output: np.ndarray | None = None
     with tqdm(
-        total=len(rows_plan) * len(cols_plan), unit="tile", disable=not progress, leave=False
+        total=len(rows_plan) * len(cols_plan),
+        unit="tile",
+        disable=None if progress else True,
+        leave=False,
     ) as bar:
         for y0, y1 in rows_plan:
             rows, top = (

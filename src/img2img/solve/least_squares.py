@@ -288,7 +288,11 @@ def fit_linear(
         from tqdm.auto import tqdm
 
         batches = tqdm(
-            batches, total=math.ceil(count / batch_size), desc="fit_linear", unit="batch"
+            batches,
+            total=math.ceil(count / batch_size),
+            desc="fit_linear",
+            unit="batch",
+            disable=None,  # only on a terminal
         )
     for inputs, targets in batches:
         if channels is None:

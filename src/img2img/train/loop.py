@@ -311,7 +311,9 @@ def train_model(
                 bar = tqdm(
                     total=len(steps),
                     desc=f"epoch {epoch}/{config.max_epochs}",
-                    disable=not (config.progress and writer),
+                    disable=None
+                    if config.progress and writer
+                    else True,  # None: only on a terminal
                     leave=False,
                     unit="batch",
                 )

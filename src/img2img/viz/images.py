@@ -18,6 +18,7 @@ from img2img.viz.style import (
     UNSIGNED_CMAP,
     check_count,
     compact_ticks,
+    figure_path,
     finish,
     new_figure,
     styled,
@@ -145,6 +146,8 @@ def preview_predictions(
     model: nn.Module,
     dataset: Any,
     num_images: int = 4,
+    save_plot: bool | str | os.PathLike[str] = False,
+    plot_save_path: str | os.PathLike[str] | None = None,
     path: str | os.PathLike[str] | None = None,
     *,
     device: DeviceLike = "auto",
@@ -160,12 +163,20 @@ def preview_predictions(
     RGB images, clipped to the shared scale. The model runs in eval mode under
     ``torch.no_grad()`` and is left in its previous mode and on its device.
 
+    The study's call ``preview_predictions(model, val, num_images=5, save_plot=True,
+    plot_save_path="prediction_plot.png")`` works as written.
+
     Args:
         model: Maps ``(B, 3, H, W)`` to ``(B, C, H, W)``.
         dataset: A dataset with ``batch(positions, device)`` or ``(input,
             target)`` items (``input`` ``(3, H, W)`` RGB in [0, 1]).
         num_images: Rows to show (at most the dataset's length).
-        path: Where to save the figure as PNG (``None``: do not save).
+        save_plot: The study's flag: ``True`` saves to ``plot_save_path``. A
+            path here is taken as ``path``.
+        plot_save_path: The study's file for ``save_plot=True`` (default
+            ``prediction_plot.png`` in the working directory).
+        path: Where to save the figure as PNG (``None``: do not save); wins
+            over ``save_plot``, with a logged notice.
         device: Where to run the model (``"auto"``: CUDA when available).
 
     Returns:
@@ -173,9 +184,12 @@ def preview_predictions(
         single-channel outputs, one for RGB).
 
     Raises:
+        TypeError: If ``save_plot`` is neither a bool nor a path.
         ValueError: If ``num_images < 1``, the dataset is empty, or the model
             output's shape differs from the targets'.
     """
+    study_file = "prediction_plot.png" if plot_save_path is None else plot_save_path
+    path = figure_path(save_plot, "save_plot", path, study_file)
     count = _dataset_count(dataset, num_images)
     target_device = resolve_device(device)
     inputs, targets = _first_items(dataset, count, target_device)
@@ -245,7 +259,10 @@ def preview_predictions(
 
 
 def preview_filtered_dataset(
-    dataset: Any, num_images: int = 5, path: str | os.PathLike[str] | None = None
+    dataset: Any,
+    num_images: int = 5,
+    save_plot: bool | str | os.PathLike[str] = False,
+    path: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """The first items of a dataset: each input above its target, titled with the filter spec.
 
@@ -256,15 +273,20 @@ def preview_filtered_dataset(
         dataset: A dataset with ``batch(positions, device)`` or ``(input,
             target)`` items (``input`` ``(3, H, W)`` RGB in [0, 1]).
         num_images: Columns to show (at most the dataset's length).
-        path: Where to save the figure as PNG (``None``: do not save).
+        save_plot: The study's flag: ``True`` saves to ``preview_plot.png`` in
+            the working directory. A path here is taken as ``path``.
+        path: Where to save the figure as PNG (``None``: do not save); wins
+            over ``save_plot``, with a logged notice.
 
     Returns:
         The figure: ``2 * columns`` image axes, plus one colour bar for
         single-channel targets.
 
     Raises:
+        TypeError: If ``save_plot`` is neither a bool nor a path.
         ValueError: If ``num_images < 1`` or the dataset is empty.
     """
+    path = figure_path(save_plot, "save_plot", path, "preview_plot.png")
     count = _dataset_count(dataset, num_images)
     inputs, targets = _first_items(dataset, count, torch.device("cpu"))
     inputs_np = inputs.double().numpy()

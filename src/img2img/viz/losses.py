@@ -10,25 +10,26 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from img2img.viz.style import finish, new_figure, styled
+from img2img.viz.style import figure_path, finish, new_figure, styled
 
 __all__ = ["loss_axes", "plot_losses"]
 
 
-def loss_axes(ax: Any, epochs: int, log_scale: bool) -> None:
+def loss_axes(ax: Any, epochs: int, log_scale: bool, first: int = 1) -> None:
     """Axes of a loss-per-epoch plot: integer epochs (one epoch centred), labels, log scale.
 
     Args:
         ax: The matplotlib axes.
         epochs: The most epochs any curve on it has.
         log_scale: Whether the loss axis is logarithmic.
+        first: The number of the first epoch shown.
     """
     if log_scale:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if epochs == 1:
-        ax.set_xlim(0.5, 1.5)
-        ax.set_xticks([1])
+        ax.set_xlim(first - 0.5, first + 0.5)
+        ax.set_xticks([first])
     ax.set_xlabel("Epoch")
     ax.set_ylabel("L1 loss (mean absolute error)")
 
@@ -54,6 +55,8 @@ def _as_losses(values: Any, argument: str, *, allow_empty: bool) -> np.ndarray:
 def plot_losses(
     train_losses: Sequence[float],
     val_losses: Sequence[float] | None,
+    save: bool | str | os.PathLike[str] = False,
+    trunc: int = 0,
     path: str | os.PathLike[str] | None = None,
     *,
     title: str | None = None,
@@ -65,22 +68,41 @@ def plot_losses(
     otherwise. The best validation epoch is marked. Non-finite losses (a
     diverged run) are left out of the curves.
 
+    The study's call ``plot_losses(train, val, save=True, trunc=5)`` works as
+    written: ``save=True`` writes ``training_loss.png`` in the working directory.
+
     Args:
         train_losses: Mean training L1 loss of each epoch, length ``E >= 1``.
         val_losses: Mean validation L1 loss of each epoch (may be ``None`` or
             empty when there was no validation).
-        path: Where to save the figure as PNG (``None``: do not save).
+        save: The study's flag: ``True`` saves to ``training_loss.png``. A path
+            here is taken as ``path``.
+        trunc: Leave out the first ``trunc`` epochs (``0 <= trunc < E``), whose
+            large losses can flatten the rest; the others keep their numbers.
+        path: Where to save the figure as PNG (``None``: do not save); wins
+            over ``save``, with a logged notice.
         title: The figure title (default: "Training and validation loss").
 
     Returns:
         The figure (one axes).
 
     Raises:
-        TypeError: If a loss sequence does not hold numbers.
-        ValueError: If ``train_losses`` is empty or a sequence is not 1-D.
+        TypeError: If a loss sequence does not hold numbers, ``save`` is not
+            a bool or path, or ``trunc`` is not an integer.
+        ValueError: If ``train_losses`` is empty, a sequence is not 1-D, or
+            ``trunc`` is negative or leaves no training epoch.
     """
+    path = figure_path(save, "save", path, "training_loss.png")
     train = _as_losses(train_losses, "train_losses", allow_empty=False)
     val = _as_losses(val_losses, "val_losses", allow_empty=True)
+    if isinstance(trunc, bool) or not isinstance(trunc, (int, np.integer)):
+        raise TypeError(f"trunc must be an integer; got {trunc!r}")
+    if not 0 <= trunc < len(train):
+        raise ValueError(
+            f"trunc must be from 0 to {len(train) - 1} (the epochs less one); got {trunc}"
+        )
+    first = int(trunc) + 1
+    train, val = train[trunc:], val[trunc:]
     values = np.concatenate([train, val])
     positive = values[np.isfinite(values) & (values > 0)]
     log_scale = positive.size > 0 and positive.max() / positive.min() > 100.0
@@ -89,9 +111,15 @@ def plot_losses(
         ax = fig.add_subplot()
         epochs_shown = max(len(train), len(val))
         size = 3 if epochs_shown > 1 else 8  # one epoch (an exact fit): a single point
-        ax.plot(np.arange(1, len(train) + 1), train, marker="o", markersize=size, label="training")
+        ax.plot(
+            np.arange(first, first + len(train)),
+            train,
+            marker="o",
+            markersize=size,
+            label="training",
+        )
         if val.size:
-            epochs = np.arange(1, len(val) + 1)
+            epochs = np.arange(first, first + len(val))
             ax.plot(epochs, val, marker="o", markersize=size, label="validation")
             if np.isfinite(val).any():
                 best = int(np.nanargmin(np.where(np.isfinite(val), val, np.nan)))
@@ -104,7 +132,7 @@ def plot_losses(
                     zorder=3,
                     label=f"best validation: {val[best]:.4g} (epoch {epochs[best]})",
                 )
-        loss_axes(ax, epochs_shown, log_scale)
+        loss_axes(ax, epochs_shown, log_scale, first)
         ax.set_title(title or "Training and validation loss")
         ax.legend(loc="best")
         return finish(fig, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ __all__ = [
     "UNSIGNED_CMAP",
     "check_count",
     "compact_ticks",
+    "figure_path",
     "finish",
     "new_figure",
     "save_figure",
@@ -41,6 +43,8 @@ UNSIGNED_CMAP = "gray"
 ERROR_CMAP = "magma"
 #: Kernels up to this side get their values written in the cells.
 MAX_ANNOTATED_KERNEL = 7
+
+_log = logging.getLogger("img2img.viz")
 
 
 @contextmanager
@@ -181,3 +185,43 @@ def check_count(value: Any, argument: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{argument} must be a positive integer; got {value!r}")
     return int(value)
+
+
+def figure_path(
+    save: object,
+    save_argument: str,
+    path: str | os.PathLike[str] | None,
+    study_file: str | os.PathLike[str],
+) -> str | os.PathLike[str] | None:
+    """Where a figure goes, from the study's save flag or img2img's ``path=``.
+
+    The study's functions take a flag (``save`` or ``save_plot``) where img2img's take
+    ``path``; both are accepted. ``save=True`` writes ``study_file`` (relative to the
+    working directory, as the study does); ``path=`` wins over the flag, with a logged
+    notice. A path in the flag's place is img2img's positional ``path``.
+
+    Args:
+        save: The study's flag (``True``/``False``), or a path given positionally.
+        save_argument: The flag's name, for messages.
+        path: img2img's ``path=`` (``None``: not given).
+        study_file: The file the study's flag writes.
+
+    Returns:
+        The file to write, or ``None`` to write nothing.
+
+    Raises:
+        TypeError: If the flag is neither a bool nor a path, or a path is given twice.
+    """
+    if isinstance(save, (str, os.PathLike)):
+        if path is not None:
+            raise TypeError(
+                f"path given twice: as {save_argument} ({save!r}) and as path= ({path!r})"
+            )
+        return save
+    if not isinstance(save, (bool, np.bool_)):
+        raise TypeError(f"{save_argument} must be True, False or a path; got {save!r}")
+    if path is None:
+        return study_file if save else None
+    if save:
+        _log.warning("both %s=True and path= given; the figure is saved to %s", save_argument, path)
+    return path

@@ -1,0 +1,85 @@
+"""Packaging: the distribution's name and metadata, one version, install hints that install img2img.
+
+The name ``img2img`` on PyPI is another project's, so img2img is distributed as
+``img2img-filters``; every hint must name that (or a source checkout's ``-e .``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import img2img
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST_NAME = "img2img-filters"
+#: ``pip install img2img``, ``pip install 'img2img[export]'`` and the like: the other project.
+WRONG_HINT = re.compile(r"""pip install\s+(?:-U\s+|--upgrade\s+)?["']?img2img(?![\w-])""")
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the standard library's TOML reader is 3.11+ (the dev extra installs tomli before)
+    import tomli as tomllib
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _installed() -> importlib.metadata.Distribution:
+    try:
+        return importlib.metadata.distribution(DIST_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail(f"{DIST_NAME} is not installed; install it with pip install -e '.[dev]'")
+
+
+def test_the_distribution_name_is_ours() -> None:
+    assert img2img.DIST_NAME == DIST_NAME == _pyproject()["project"]["name"]
+    assert _installed().metadata["Name"] == DIST_NAME
+
+
+def test_installed_metadata_declares_pillow() -> None:
+    requires = _installed().requires or []
+    names = {
+        re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in requires if "extra" not in r
+    }
+    assert "pillow" in names, requires
+
+
+def test_one_version_string() -> None:
+    assert img2img.__version__ == importlib.metadata.version(DIST_NAME)
+    assert img2img.__version__ == _pyproject()["project"]["version"]
+    source = (ROOT / "src" / "img2img" / "__init__.py").read_text(encoding="utf-8")
+    assert _pyproject()["project"]["version"] not in source
+
+
+def test_typed_and_the_extras() -> None:
+    assert importlib.resources.files("img2img").joinpath("py.typed").is_file()
+    project = _pyproject()
+    assert project["tool"]["setuptools"]["package-data"]["img2img"] == ["py.typed"]
+    extras = project["project"]["optional-dependencies"]
+    assert f"{DIST_NAME}[export,notebook]" in extras["dev"]
+    copied = set(extras["dev"]) & (set(extras["export"]) | set(extras["notebook"]))
+    assert not copied, f"dev copies {sorted(copied)} instead of naming the extras"
+    assert any(r.startswith("ipywidgets") for r in extras["notebook"])
+    assert "img2img" in project["project"]["scripts"]
+
+
+def test_no_hint_installs_the_other_project() -> None:
+    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "src").rglob("*.py"))]
+    files += sorted((ROOT / "docs").rglob("*.md")) + sorted((ROOT / "examples").rglob("*.ipynb"))
+    wrong = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if WRONG_HINT.search(line)
+    ]
+    assert wrong == []
+    assert WRONG_HINT.search("pip install 'img2img[export]'")
+    assert WRONG_HINT.search("pip install img2img")
+    assert not WRONG_HINT.search("pip install 'img2img-filters[export]'")
