@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from img2img.fileio import atomic_write_text, check_not_input
+from img2img.report.certificate import certificate_section
 from img2img.report.figures import ReportFigure, collect_figures
 from img2img.report.folder import REPORT_FILE, RunFiles, input_files, lookup, read_run
 from img2img.report.page import (
@@ -107,6 +108,9 @@ def render_run_page(
         body.append(notice("Notes:", notes))
     navigation = [("summary", "Summary")]
     body.append(section("summary", "Summary", _summary(run)))
+    if (certificate := certificate_section(run.metrics)) is not None:
+        navigation.append(("certificate", "Fidelity certificate"))
+        body.append(section("certificate", "Fidelity certificate", certificate))
     for name, (anchor, heading) in TITLES.items():
         if name in figures:
             navigation.append((anchor, heading))

@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto
+from img2img.certificate import certificate_for_model
 from img2img.checkpoint import save_model
 from img2img.distributed import setup_distributed
 from img2img.filters import CommandFilter, create_filter
@@ -39,6 +41,9 @@ __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary"
 
 #: Files whose presence means a folder already holds (part of) a run.
 RUN_MARKERS = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
+
+#: Validation images the fidelity certificate measures at most (it keeps every error value).
+CERTIFICATE_IMAGES = 2000
 
 
 @dataclass
@@ -305,11 +310,34 @@ def _evaluate(
             "kernel_error": None,
         }
     )
+    metrics["certificate"] = certificate_for_model(
+        network,
+        val_set,
+        data_range=metrics["data_range"],
+        bit_depth=target_bit_depth(filter),
+        device=device,
+        max_images=CERTIFICATE_IMAGES,
+    )
     if filter.linear and getattr(network, "is_linear", False):
         from img2img.solve import kernel_error
 
         metrics["kernel_error"] = kernel_error(network, filter)
     return metrics
+
+
+def target_bit_depth(filter: Any) -> int | None:
+    """The bits per value of a filter's targets, for the certificate's exact share.
+
+    16 for a teacher's (or pairs') 16-bit outputs, ``None`` for float ones (no rounding
+    step), else 8: the depth a filtered image is saved at.
+    """
+    dtype = getattr(filter, "output_dtype", None)
+    if dtype is None:
+        return 8
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return None
+    return 16 if dtype.itemsize == 2 else 8
 
 
 def _draw_figures(
