@@ -9,7 +9,6 @@
 from img2img.filters import linear as _linear  # noqa: F401  (registers the linear filters)
 from img2img.filters import nonlinear as _nonlinear  # noqa: F401  (registers the others)
 from img2img.filters.base import (
-    GRAY_WEIGHTS,
     FilterEntry,
     Param,
     Stage,
@@ -17,9 +16,10 @@ from img2img.filters.base import (
     list_filters,
     parse_spec,
 )
-from img2img.filters.chain import Filter, create_filter
+from img2img.filters.chain import Filter
+from img2img.filters.create import create_filter
 from img2img.filters.external import CallableFilter, CommandFilter, TeacherFilter
-from img2img.filters.ops import rgb_to_gray
+from img2img.filters.ops import GRAY_WEIGHTS, rgb_to_gray
 
 __all__ = [
     "GRAY_WEIGHTS",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from img2img.border import BORDER_MODES, check_border
+from img2img.filters.ops import GRAY_WEIGHTS, correlate, rgb_to_gray
 from img2img.limits import MAX_FILTER_NUMBER, MAX_FILTER_STAGES, describe_value
 
 __all__ = [
@@ -32,14 +33,6 @@ __all__ = [
 
 #: The magnitude of an integer filter parameter (a seed, an order, a size): 64-bit signed.
 MAX_FILTER_INT = 2**63 - 1
-
-#: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order, exactly as
-#: OpenCV stores them: the float32 numbers nearest to 0.299, 0.587 and 0.114.
-GRAY_WEIGHTS: tuple[float, float, float] = (
-    float(np.float32(0.299)),
-    float(np.float32(0.587)),
-    float(np.float32(0.114)),
-)
 
 
 @dataclass(frozen=True)
@@ -279,8 +272,6 @@ class Stage:
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stage to ``x`` ``(B, C, H, W)`` whose channels are already chosen."""
         if self.linear:
-            from img2img.filters.ops import correlate
-
             return correlate(x, self.kernel2d(), self.values["border"])
         raise NotImplementedError
 
@@ -305,8 +296,6 @@ class Stage:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stage to a batch ``(B, C, H, W)``; RGB becomes gray unless ``channels=rgb``."""
         if self.to_gray(x.shape[1]):
-            from img2img.filters.ops import rgb_to_gray
-
             x = rgb_to_gray(x)
         return self.apply_one(x)
 

@@ -10,9 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from img2img.border import CV2_BORDER_FLAGS, pad2d
-from img2img.filters.base import GRAY_WEIGHTS
 
-__all__ = ["correlate", "morphology", "per_image_opencv", "rgb_to_gray", "to_uint8"]
+__all__ = ["GRAY_WEIGHTS", "correlate", "morphology", "per_image_opencv", "rgb_to_gray", "to_uint8"]
+
+#: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order, exactly as
+#: OpenCV stores them: the float32 numbers nearest to 0.299, 0.587 and 0.114.
+GRAY_WEIGHTS: tuple[float, float, float] = (
+    float(np.float32(0.299)),
+    float(np.float32(0.587)),
+    float(np.float32(0.114)),
+)
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
