@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import img2img.cli.train as cli_train
@@ -57,9 +57,9 @@ def filter_specs(draw: st.DrawFn) -> str:
     stages = []
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         entry = draw(st.sampled_from(entries))
-        params = [p.name for p in entry.params] + ["bogus"]
+        params = [p.name for p in entry.params] or ["bogus"]
         items = [
-            f"{draw(st.sampled_from(params))}={draw(values)}"
+            f"{draw(st.sampled_from(params))}={draw(st.one_of(numbers, values))}"
             for _ in range(draw(st.integers(min_value=0, max_value=3)))
         ]
         stages.append(entry.name + (":" + ",".join(items) if items else ""))
@@ -68,6 +68,8 @@ def filter_specs(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(spec=st.one_of(filter_specs(), st.text(max_size=30), values))
+@example(spec="laplacian:scale=1e308")  # a finite number whose kernel overflows
+@example(spec="gray|sharpen:amount=1e308")
 def test_filter_specs_build_or_fail_on_one_line(spec: object) -> None:
     try:
         f = create_filter(spec, allow_files=False)
