@@ -49,6 +49,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--option", "width=8"], "--option width"),
         (["--arch", "can", "--option", "width=1024", "--option", "depth=64"], "MAX_PARAMETERS"),
         (["--filter", "|".join(["gray"] * (MAX_FILTER_STAGES + 1))], "MAX_FILTER_STAGES"),
+        (["--filter", "|".join(["gaussian:ksize=31"] * 4)], "MAX_SOLVE_BYTES"),
     ],
 )
 def test_train_refuses_out_of_bound_arguments_before_any_data_loads(

@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import img2img.cli.apply as cli_apply
 import img2img.cli.train as cli_train
 from img2img import create_img2img_model
 from img2img.cli import main
@@ -139,3 +140,26 @@ def test_train_arguments_are_checked_on_one_line_before_data_loads(
     assert code == 2, (argv, err)
     assert err.startswith("img2img train: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+@FUZZ
+@given(tile=_TEXTS, batch=_TEXTS)
+def test_apply_sizes_are_checked_on_one_line(
+    tile: str, batch: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reached = []
+    monkeypatch.setattr(cli_apply, "run", lambda args: reached.append(args) or 0)
+    capsys.readouterr()
+    try:
+        code = main(
+            ["apply", "m.safetensors", "in.png", "-o", "out.png", "--tile", tile, "--batch", batch]
+        )
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err
+    if reached:
+        assert code == 0 and 1 <= reached[0].tile <= 16384 and 1 <= reached[0].batch <= 65536
+        return
+    assert (
+        code == 2 and err.startswith("img2img apply: error: argument --") and err.count("\n") == 1
+    )
