@@ -49,6 +49,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--option", "width=8"], "--option width"),
         (["--arch", "can", "--option", "width=1024", "--option", "depth=64"], "MAX_PARAMETERS"),
         (["--filter", "|".join(["gray"] * (MAX_FILTER_STAGES + 1))], "MAX_FILTER_STAGES"),
+        (["--filter", "|".join(["gaussian:ksize=31"] * 4)], "MAX_SOLVE_BYTES"),
     ],
 )
 def test_train_refuses_out_of_bound_arguments_before_any_data_loads(
@@ -141,18 +142,28 @@ def test_a_long_chain_kernel_composed_by_fft_equals_the_direct_composition() -> 
 
 
 @pytest.mark.parametrize(
-    ("name", "text"),
+    ("name", "change", "words"),
     [
-        ("nested", "[" * 100_000 + "]" * 100_000),
-        ("digits", '{"arch": "linear", "in_channels": ' + "9" * 5000 + ', "out_channels": 1}'),
-        ("large", json.dumps({"arch": "linear", "note": "x" * (2 * 1024 * 1024)})),
+        ("nested", lambda text: "[" * 100_000 + "]" * 100_000, "nests 100000 levels"),
+        (
+            "digits",
+            lambda text: text.replace('"in_channels": 3', '"in_channels": ' + "9" * 5000),
+            "unreadable img2img metadata",
+        ),
+        (  # a valid record, but 2 MiB of it
+            "large",
+            lambda text: json.dumps({**json.loads(text), "note": "x" * (2 * 1024 * 1024)}),
+            "MAX_METADATA_BYTES",
+        ),
     ],
 )
-def test_hostile_metadata_json_is_a_checkpoint_error(tmp_path: Path, name: str, text: str) -> None:
+def test_hostile_metadata_json_is_a_checkpoint_error(
+    tmp_path: Path, name: str, change, words: str
+) -> None:
     target = _rewrite_metadata(
-        _linear_checkpoint(tmp_path), tmp_path / f"{name}.safetensors", lambda _: text
+        _linear_checkpoint(tmp_path), tmp_path / f"{name}.safetensors", change
     )
-    with pytest.raises(CheckpointError, match=rf"{name}\.safetensors"):
+    with pytest.raises(CheckpointError, match=rf"{name}\.safetensors.*{words}"):
         load_model(target)
 
 

@@ -11,9 +11,10 @@ import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import img2img.cli.apply as cli_apply
 import img2img.cli.train as cli_train
 from img2img import create_img2img_model
 from img2img.cli import main
@@ -57,9 +58,9 @@ def filter_specs(draw: st.DrawFn) -> str:
     stages = []
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         entry = draw(st.sampled_from(entries))
-        params = [p.name for p in entry.params] + ["bogus"]
+        params = [p.name for p in entry.params] or ["bogus"]
         items = [
-            f"{draw(st.sampled_from(params))}={draw(values)}"
+            f"{draw(st.sampled_from(params))}={draw(st.one_of(numbers, values))}"
             for _ in range(draw(st.integers(min_value=0, max_value=3)))
         ]
         stages.append(entry.name + (":" + ",".join(items) if items else ""))
@@ -68,6 +69,8 @@ def filter_specs(draw: st.DrawFn) -> str:
 
 @FUZZ
 @given(spec=st.one_of(filter_specs(), st.text(max_size=30), values))
+@example(spec="laplacian:scale=1e308")  # a finite number whose kernel overflows
+@example(spec="gray|sharpen:amount=1e308")
 def test_filter_specs_build_or_fail_on_one_line(spec: object) -> None:
     try:
         f = create_filter(spec, allow_files=False)
@@ -137,3 +140,26 @@ def test_train_arguments_are_checked_on_one_line_before_data_loads(
     assert code == 2, (argv, err)
     assert err.startswith("img2img train: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+@FUZZ
+@given(tile=_TEXTS, batch=_TEXTS)
+def test_apply_sizes_are_checked_on_one_line(
+    tile: str, batch: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reached = []
+    monkeypatch.setattr(cli_apply, "run", lambda args: reached.append(args) or 0)
+    capsys.readouterr()
+    try:
+        code = main(
+            ["apply", "m.safetensors", "in.png", "-o", "out.png", "--tile", tile, "--batch", batch]
+        )
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err
+    if reached:
+        assert code == 0 and 1 <= reached[0].tile <= 16384 and 1 <= reached[0].batch <= 65536
+        return
+    assert (
+        code == 2 and err.startswith("img2img apply: error: argument --") and err.count("\n") == 1
+    )

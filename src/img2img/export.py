@@ -2,7 +2,9 @@
 
 Both exports trace the model's inference copy (eval mode, normalisations folded
 into the convolutions, see :func:`img2img.infer.prepare_for_inference`) on an
-example ``(1, 3, 64, 64)`` batch. Batch size, height and width stay dynamic: the
+example ``(1, 3, S, S)`` batch, ``S`` 64 or more, larger than every layer's padding
+(a model whose receptive field passes 1023 pixels is refused: :data:`MAX_EXPORT_SIZE`).
+Batch size, height and width stay dynamic: the
 padding of :class:`~img2img.models.BorderConv2d` is recorded as ONNX ``Pad``
 (reflect, edge, constant) or as slices, flips and concatenations, whose sizes
 are read from the input at run time.

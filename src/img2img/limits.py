@@ -23,6 +23,7 @@ __all__ = [
     "MAX_PARAMETERS",
     "MAX_PICKLE_BYTES",
     "MAX_SEED",
+    "MAX_SOLVE_BYTES",
     "MAX_TILE",
     "MAX_WIDTH",
     "MAX_WINDOW",
@@ -43,6 +44,9 @@ MAX_CHANNELS = 1024
 MAX_WINDOW = 63
 #: Parameters (weights) of one network: 4 bytes each, so at most 256 MiB of float32 weights.
 MAX_PARAMETERS = 64 * 1024 * 1024
+#: Bytes of the normal equations of an exact least-squares fit (``arch auto`` on a linear
+#: filter): ``(3 k**2 + 2)**2`` float64 numbers for a ``k x k`` kernel, so ``k`` up to 73.
+MAX_SOLVE_BYTES = 2 * 1024**3
 #: Stages in one filter spec (``a|b|c`` has three).
 MAX_FILTER_STAGES = 32
 #: Magnitude of a real-valued filter parameter (``scale``, ``sigma``, ``amount``, ``thresh``,

@@ -13,6 +13,7 @@ from img2img.limits import (
     MAX_CROP_SIZE,
     MAX_EPOCHS,
     MAX_SEED,
+    MAX_SOLVE_BYTES,
     MAX_TILE,
     MIN_CROP_SIZE,
 )
@@ -164,6 +165,17 @@ def validate_train(args: argparse.Namespace) -> None:
                 f"{choice.options['kernel_size']} kernel) and takes no options; "
                 "pass --arch linear to set them"
             )
+        if choice.method == "exact":  # the least-squares fit's kernel is bounded as well
+            side = choice.options["kernel_size"]
+            need = 8 * (3 * side * side + 2) ** 2
+            if need > MAX_SOLVE_BYTES:
+                raise ValueError(
+                    f"--filter {args.filter!r}: arch auto would fit its {side}x{side} kernel "
+                    f"exactly, whose normal equations need {need / 2**30:,.1f} GiB; the limit is "
+                    f"{MAX_SOLVE_BYTES / 2**30:g} GiB (img2img.limits.MAX_SOLVE_BYTES); "
+                    "pass --arch linear with a smaller kernel_size to train it instead"
+                )
+            return
         arch, options = choice.arch, {**choice.options, **options}
     else:
         try:
