@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,10 @@ from img2img.checkpoint import atomic_write, save_model
 from img2img.distributed import setup_distributed
 from img2img.filters import create_filter
 from img2img.solve import gauss_newton, lbfgs_refine
+from img2img.solve.refine import RefineReport
+
+if TYPE_CHECKING:  # imported when training runs (keeps `import img2img.runs` light)
+    from img2img.train import TrainResult
 
 __all__ = ["DataConfig", "ModelConfig", "RunFolder", "RunResult", "train_run"]
 
@@ -239,14 +243,16 @@ def train_run(
             "data_config": asdict(data),
             "method": choice.method if choice else "gradient",
         }
+        polish: RefineReport | None = None  # the finish after gradient training, if any
         if choice is not None and choice.method == "exact":
-            network, train_losses, val_losses = fit_auto(
+            network, result = fit_auto(
                 train_set,
                 val_set,
                 choice,
                 device=str(device),
                 progress=train.get("progress", True),
             )
+            train_losses, val_losses = result.train_losses, result.val_losses
         else:
             if choice is not None:
                 for key, value in choice.train.items():
@@ -258,7 +264,7 @@ def train_run(
             options = dict(train)
             if refine and budget is not None:  # the polish takes the end of the budget
                 options["time_budget"] = budget * (1.0 - refine["share"])
-            train_losses, val_losses = train_model(
+            result = train_model(
                 network,
                 train_set,
                 val_set,
@@ -267,17 +273,20 @@ def train_run(
                 state_path=str(folder.file(STATE_FILE)) if writer else None,
                 resume=str(folder.file(STATE_FILE)) if resume else None,
                 metadata=metadata,
+                return_result=True,
                 **options,
             )
+            train_losses, val_losses = result.train_losses, result.val_losses
+            log(f"engine: {result.engine} ({result.engine_reason})")
             if refine and writer:  # one process polishes the model it writes
-                spent = getattr(network, "training_summary", {}).get("seconds", 0.0)
+                spent = result.seconds
                 if refine["method"] == "gauss-newton":
                     finish = gauss_newton
                     limits = {}
                 else:
                     finish = lbfgs_refine
                     limits = {"seconds": None if budget is None else max(0.0, budget - spent)}
-                finish(
+                polish = finish(
                     network,
                     train_set,
                     steps=refine["steps"],
@@ -287,12 +296,14 @@ def train_run(
                 )
                 log(
                     "{method} polish: MSE {loss_before:.3e} -> {loss_after:.3e} in {iterations} "
-                    "iterations, {seconds:.1f} s".format(**network.refine_report)
+                    "iterations, {seconds:.1f} s".format(**polish.as_dict())
                 )
         seconds = time.perf_counter() - started
         if not writer:
             return RunResult(folder.path, network, train_losses, val_losses, {})
-        metrics = _evaluate(network, val_set, filter, seconds, compute_metrics, str(device))
+        metrics = _evaluate(
+            network, val_set, filter, seconds, compute_metrics, str(device), result, polish
+        )
         save_model(network, folder.file(MODEL_FILE), **metadata, metrics=metrics)
         record = _config_record(data, model_config, train)
         record["resolved"] = {
@@ -378,10 +389,12 @@ def _evaluate(
     seconds: float,
     compute_metrics: Callable[..., dict[str, Any]],
     device: str,
+    result: TrainResult,
+    polish: RefineReport | None,
 ) -> dict[str, Any]:
     metrics = dict(compute_metrics(network, val_set, device=device))
-    summary = getattr(network, "training_summary", {})
-    refine = getattr(network, "refine_report", None)
+    summary = result.summary()
+    refine = polish.as_dict() if polish is not None else None
     metrics.update(
         {
             # the fit or the training and its polish, without loading data
