@@ -256,10 +256,11 @@ def _adam(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _pixels(dataset: Any) -> int:
-    """Pixels of one photo of ``dataset`` (its ``image_size``, else its first item's)."""
+    """Pixels of one photo of ``dataset`` (its ``image_size``, else its first item's; 0: unknown)."""
     size = getattr(dataset, "image_size", None)
     if size is None:
-        size = tuple(dataset[0][0].shape[-2:])
+        shape = getattr(dataset[0][0], "shape", ())  # checked against the model later
+        size = tuple(shape[-2:]) if len(shape) >= 2 else (0, 0)
     return int(size[0]) * int(size[1])
 
 
