@@ -672,6 +672,7 @@ def main() -> None:
     settings[2:2] = [("study", args.threads, False, long, e) for e in ({"engine": "opencv"}, None)]
     if args.threads != 1:
         settings += [("study", 1, False, 1, None), ("study", 1, True, 1, None)]
+        settings += [("study", 1, False, long, e) for e in ({"engine": "opencv"}, None)]
     for arch, threads, compiled, epochs, extra in settings:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
