@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import img2img.train.engines as engines
+from img2img.backends.cpu import torch_threads
 from img2img.cli import build_parser
 from img2img.data import FilteredDataset
 from img2img.models import create_img2img_model
@@ -46,6 +47,7 @@ def _wide() -> nn.Module:
 
 def test_auto_takes_the_fused_loops_only_when_a_long_run_repays_compiling(monkeypatch) -> None:
     monkeypatch.setattr(engines, "compiler_works", lambda: True)
+    monkeypatch.setattr(engines, "busy_cores", lambda: False)
     study = create_img2img_model(3, 1, "study")
     long = _choose(study, 100 * 32)  # the study's 100 epochs of 32 batches
     assert long.name == "fused" and "3200 planned steps" in long.reason
@@ -150,3 +152,51 @@ def test_the_command_line_offers_every_engine() -> None:
     train = commands.choices["train"]
     choices = next(a.choices for a in train._actions if a.dest == "engine")
     assert tuple(choices) == ENGINES
+
+
+def test_a_resumed_run_plans_the_whole_runs_steps(datasets, tmp_path, monkeypatch) -> None:
+    """The engine is chosen on the whole run's steps, so a resumed run takes the same one."""
+    planned = []
+
+    def record(steps: int, pixels: int) -> bool:
+        planned.append((steps, pixels))
+        return False
+
+    monkeypatch.setattr(engines, "compiler_works", lambda: True)
+    monkeypatch.setattr(engines, "repays_compiling", record)
+    train, val = datasets  # 12 photos of 64x64 in batches of 4: 3 steps an epoch
+    state = tmp_path / "state.pt"
+    for resume in (None, str(state)):
+        train_model(
+            create_img2img_model(3, 1, "study"),
+            train,
+            val,
+            max_epochs=2,
+            batch_size=4,
+            progress=False,
+            state_path=str(state),
+            resume=resume,
+        )
+    assert planned == [(6, 4 * 64 * 64), (6, 4 * 64 * 64)]
+
+
+def test_auto_runs_the_fused_loops_on_one_thread_when_the_cores_are_busy(monkeypatch) -> None:
+    monkeypatch.setattr(engines, "compiler_works", lambda: True)
+    study = create_img2img_model(3, 1, "study")
+    for busy, threads in ((True, 1), (False, None)):
+        monkeypatch.setattr(engines, "busy_cores", lambda busy=busy: busy)
+        engine = _choose(study, 100 * 32)
+        assert engine.name == "fused" and engine.thread_count == threads
+        assert ("one thread" in engine.reason) is busy
+        with torch_threads(2), engine.threads():
+            assert torch.get_num_threads() == (threads or 2)
+    # compile=True keeps all threads, busy or not
+    monkeypatch.setattr(engines, "busy_cores", lambda: True)
+    assert _choose(study, 1, compile=True).thread_count is None
+
+
+@pytest.mark.parametrize(("load", "busy"), [(9.0, True), (2.5, True), (1.5, False)])
+def test_busy_cores_compares_the_load_with_the_cores(monkeypatch, load, busy) -> None:
+    monkeypatch.setattr(engines.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    monkeypatch.setattr(engines.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert engines.busy_cores() is busy

@@ -5,7 +5,8 @@
 :class:`TrainResult` how a run ended (:mod:`img2img.train.config`);
 :mod:`img2img.train.engines` chooses how each step runs; :mod:`img2img.train.batches`
 draws each epoch's batches; :mod:`img2img.train.checkpointer` writes the best model and
-the resumable state (:mod:`img2img.train.state`); :mod:`img2img.train.losses` holds the losses.
+the resumable state (:mod:`img2img.train.state`); :mod:`img2img.train.monitor` reads the
+running loss back; :mod:`img2img.train.losses` holds the losses.
 """
 
 from img2img.train.config import TrainConfig, TrainingDivergedError, TrainResult

@@ -12,7 +12,8 @@ Every engine has the interface of :class:`~img2img.backends.engine.Engine`
 With ``engine="auto"`` (the default) the fastest that works is taken: the fused
 loops when the network is a fusable chain (:func:`~img2img.backends.cpu.fusable_chain`),
 the device is the CPU, a C++ compiler works (:func:`compiler_works`) and the run is
-long enough to repay compiling (:func:`repays_compiling`); else the OpenCV path when
+long enough to repay compiling (:func:`repays_compiling`), on one thread when the
+machine's cores are busy (:func:`busy_cores`); else the OpenCV path when
 the network has few-channel convolutions on the CPU; else eager (DDP under
 ``torchrun``). ``compile=True`` asks for the fused loops where the network qualifies
 and ``torch.compile`` otherwise, as it always did.
@@ -21,6 +22,7 @@ and ``torch.compile`` otherwise, as it always did.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -42,16 +44,18 @@ __all__ = [
     "EagerEngine",
     "FusedEngine",
     "OpenCVEngine",
+    "busy_cores",
     "choose_engine",
     "compiler_works",
     "repays_compiling",
 ]
 
 #: Seconds a step of the fused loops saves over the OpenCV path, per pixel of the batch:
-#: 17.35 ms against 5.73 ms for 128 photos of 64x64 (two threads, benchmarks/train_speed.py).
+#: 17.35 ms against 5.73 ms for 128 photos of 64x64 (two idle cores, benchmarks/train_speed.py).
 SAVED_SECONDS_PER_PIXEL = 2.2e-8
 #: Seconds that compiling the fused loops costs when Inductor's on-disk cache has them
-#: (3-5 s measured on two cores); the first time on a machine takes about 25 s.
+#: (3.1 s measured on two idle cores, 4.7 s on busy ones); the first time on a machine,
+#: about 25 s. (Compiling again in the same process: 0.07-0.3 s.)
 COMPILE_SECONDS = 5.0
 
 
@@ -112,6 +116,23 @@ def compiler_works() -> bool:
     return done.returncode == 0
 
 
+def busy_cores() -> bool:
+    """Whether the machine's load (1-minute average) exceeds the cores this process may use.
+
+    Then the fused loops train on one thread: measured at a load of 10 on 2 cores, a step
+    took 21-36 ms on one thread, 200-300 ms on two, 45-51 ms through OpenCV.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return False
+    return load > cores
+
+
 def repays_compiling(planned_steps: int, pixels_per_step: int) -> bool:
     """Whether a run of ``planned_steps`` steps of ``pixels_per_step`` pixels repays compiling.
 
@@ -168,7 +189,7 @@ def choose_engine(
     eager = {**common, "distributed": world > 1, "amp": amp}
     dp = " in DistributedDataParallel" if world > 1 else ""
 
-    def fused(reason: str) -> Engine:
+    def fused(reason: str, threads: int | None = None) -> Engine:
         engine = FusedEngine(
             model,
             optimizer,
@@ -176,6 +197,7 @@ def choose_engine(
             chain=chain,
             loss=config.loss,
             distributed=world > 1,
+            threads=threads,
             **common,
         )
         engine.reason = reason
@@ -213,7 +235,10 @@ def choose_engine(
     elif chain is not None and not repays_compiling(planned_steps, pixels_per_step):
         why_not = f"{planned_steps} planned steps do not repay compiling the fused loops"
     elif chain is not None:
-        return fused(f"auto: a chain of few-channel convolutions, {planned_steps} planned steps")
+        reason = f"auto: a chain of few-channel convolutions, {planned_steps} planned steps"
+        if busy_cores():  # OpenMP threads that wait on shared cores collapse: one thread
+            return fused(f"{reason}; one thread (the cores are busy)", threads=1)
+        return fused(reason)
     else:
         why_not = "not a chain the fused loops take"
     if on_cpu and has_tiny_convs(model):

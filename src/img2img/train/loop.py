@@ -114,7 +114,7 @@ def fit(
         config,
         device,
         world,
-        planned_steps=(config.max_epochs - progress.epoch) * steps_per_epoch,
+        planned_steps=config.max_epochs * steps_per_epoch,  # the whole run's: a resume agrees
         pixels_per_step=photos_per_step * _pixels(train_dataset),
     )
     log.info("training engine: %s (%s)", engine.name, engine.reason)

@@ -56,6 +56,9 @@ class FusedEngine(OpenCVEngine):
         loss: The loss's name, a key of :data:`~img2img.backends.cpu.fused.SUM_LOSSES`.
         distributed: Average gradients over the processes after each backward pass.
         channels_last: Feed the inputs in the NHWC memory format.
+        threads: PyTorch threads while training (``None``: unchanged). The loops' OpenMP
+            threads wait for each other after every loop; on cores other work keeps busy
+            that wait makes a step several times slower than on one thread.
     """
 
     name = "fused"
@@ -71,16 +74,17 @@ class FusedEngine(OpenCVEngine):
         loss: str,
         distributed: bool = False,
         channels_last: bool = False,
+        threads: int | None = None,
     ) -> None:
         super().__init__(model, optimizer, loss_fn, device, channels_last=channels_last)
-        self.distributed = distributed
+        self.distributed, self.thread_count = distributed, threads
         if distributed:  # no DistributedDataParallel: the same start, by hand
             broadcast_parameters(model)
         self.trainer = FusedTrainer(chain, loss, super().loss)
 
     def threads(self) -> AbstractContextManager:
-        """All threads: the fused loops use them."""
-        return nullcontext()
+        """``threads`` PyTorch threads for the fused loops (``None``: all the process has)."""
+        return torch_threads(self.thread_count)
 
     @property
     def inline_batches(self) -> bool:
