@@ -16,9 +16,14 @@ annealing, a validation pass every epoch.
 
 * **img2img compiled**: the same call with ``compile=True``: on the CPU the
   study's chain of convolutions trains as fused loops compiled by
-  ``torch.compile`` (:mod:`img2img.flatconv`). Its first call compiles (or
+  ``torch.compile`` (:mod:`img2img.backends.cpu.fused`). Its first call compiles (or
   finds Inductor's on-disk cache); that call is the warm-up, timed and
   reported apart, not counted in the rate.
+
+* **img2img, a longer run**: the same call with its defaults for ``--long-epochs``
+  epochs (20): long enough that ``engine="auto"`` takes the fused loops (it does when
+  the planned steps repay compiling), against ``engine="opencv"`` (the default
+  before that choice existed) for as many epochs. Their rates include compiling.
 
 * **img2img in several processes**: the same ``train_model`` calls (without and
   with ``compile=True``) under ``torchrun --nproc_per_node=2`` (``--processes``)
@@ -67,6 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from img2img.backends.cpu import FusedTrainer, fusable_chain, tiny_conv_mode, torch_threads
 from img2img.data import FilteredDataset, to_float
 from img2img.models import create_img2img_model
 from img2img.train import train_model
@@ -119,12 +125,13 @@ def ours(
     val: FilteredDataset,
     epochs: int,
     compiled: bool = False,
-) -> float:
-    """Images per second of ``train_model`` (with ``compile=True`` when ``compiled``)."""
+    extra: dict | None = None,
+) -> tuple[float, str]:
+    """Images per second of ``train_model`` (``compile=True`` when ``compiled``), and its engine."""
     torch.manual_seed(0)
     model = create_img2img_model(3, 1, arch)
     start = time.perf_counter()
-    train_model(
+    result = train_model(
         model,
         train,
         val,
@@ -134,9 +141,10 @@ def ours(
         early_stopping_patience=0,
         progress=False,
         device="cpu",
-        **_options(arch, compiled),
+        return_result=True,
+        **_options(arch, compiled, extra),
     )
-    return len(train) * epochs / (time.perf_counter() - start)
+    return len(train) * epochs / (time.perf_counter() - start), result.engine
 
 
 def study_loop(arch: str, pairs: list, val_pairs: list, epochs: int) -> float:
@@ -182,31 +190,43 @@ def _study_pairs(train: FilteredDataset, val: FilteredDataset, count: int) -> tu
     return pairs, val_pairs
 
 
-def _options(arch: str, compiled: bool) -> dict:
+def _options(arch: str, compiled: bool, extra: dict | None = None) -> dict:
     """``train_model`` options of a row."""
-    return {**OPTIONS[arch], **({"compile": True} if compiled else {})}
+    return {**OPTIONS[arch], **({"compile": True} if compiled else {}), **(extra or {})}
 
 
 def compare(
-    arch: str, photos: np.ndarray, study_images: int, repeat: int, compiled: bool = False
+    arch: str,
+    photos: np.ndarray,
+    study_images: int,
+    repeat: int,
+    compiled: bool = False,
+    epochs: int = 1,
+    extra: dict | None = None,
 ) -> dict:
-    """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio."""
+    """Alternate the two loops ``repeat`` times on the same photos; medians and their ratio.
+
+    img2img trains ``epochs`` epochs a round (with ``extra`` options), the study's loop one.
+    """
     train, val = _datasets(photos)
     pairs, val_pairs = _study_pairs(train, val, study_images)
     start = time.perf_counter()
-    ours(arch, FilteredDataset(photos[:512], FILTER), val, 1, compiled)  # warm-up
+    ours(arch, FilteredDataset(photos[:512], FILTER), val, 1, compiled, extra)  # warm-up
     warm_up = time.perf_counter() - start
     study_loop(arch, pairs[:32], val_pairs[:2], 1)
-    ours_rates, study_rates = [], []
+    ours_rates, study_rates, engines = [], [], set()
     for _ in range(repeat):
-        ours_rates.append(ours(arch, train, val, 1, compiled))
+        rate, engine = ours(arch, train, val, epochs, compiled, extra)
+        ours_rates.append(rate)
+        engines.add(engine)
         study_rates.append(study_loop(arch, pairs, val_pairs, 1))
         print(
-            f"  {arch}{' compiled' if compiled else ''}: img2img {ours_rates[-1]:8.0f} img/s   "
-            f"study's loop {study_rates[-1]:7.0f} img/s",
+            f"  {arch}{' compiled' if compiled else ''}: img2img {ours_rates[-1]:8.0f} img/s "
+            f"({engine}, {epochs} epoch(s))   study's loop {study_rates[-1]:7.0f} img/s",
             flush=True,
         )
-    row = _row(arch, 1, train, val, len(pairs), ours_rates, study_rates, compiled)
+    row = _row(arch, 1, train, val, len(pairs), ours_rates, study_rates, compiled, extra)
+    row.update(epochs=epochs, engine="/".join(sorted(engines)))
     if compiled:
         row["first_call_s"] = round(warm_up, 1)
     return row
@@ -221,6 +241,7 @@ def _row(
     ours_rates: list[float],
     study_rates: list[float],
     compiled: bool = False,
+    extra: dict | None = None,
 ) -> dict:
     """One table row: both loops' medians over the rounds, and their ratio."""
     ours_median, study_median = statistics.median(ours_rates), statistics.median(study_rates)
@@ -233,7 +254,7 @@ def _row(
         "ours_images_per_s": round(ours_median),
         "study_images_per_s": round(study_median),
         "ratio": round(ours_median / study_median, 2),
-        "options": _options(arch, compiled),
+        "options": _options(arch, compiled, extra),
         "ours_runs": [round(r) for r in ours_rates],
         "study_runs": [round(r) for r in study_rates],
     }
@@ -324,8 +345,6 @@ def compare_processes(
 
 def breakdown(photos: np.ndarray, repeat: int = 15) -> list[dict]:
     """Median milliseconds of each part of one img2img training step of 128 photos (study net)."""
-    from img2img.cpuconv import tiny_conv_mode, torch_threads
-
     dataset = FilteredDataset(photos, FILTER)
     model = create_img2img_model(3, 1, "study")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -366,8 +385,6 @@ def breakdown(photos: np.ndarray, repeat: int = 15) -> list[dict]:
     timed(f"targets ({FILTER})", filter_only, True)
     timed("forward + backward + Adam (OpenCV convolutions)", step, True)
     timed("forward + backward + Adam (PyTorch convolutions)", step, False)
-
-    from img2img.flatconv import FusedTrainer, fusable_chain
 
     fused = FusedTrainer(fusable_chain(model), "l1", None)
     fused(*batch).backward()  # compiles (or finds the cache)
@@ -414,7 +431,7 @@ def memory_child(path: str, budget: float) -> None:
     assert isinstance(train.images, np.memmap)
     model = create_img2img_model(3, 1, "study")
     start = time.perf_counter()
-    train_model(
+    result = train_model(
         model,
         train,
         val,
@@ -423,10 +440,11 @@ def memory_child(path: str, budget: float) -> None:
         progress=False,
         device="cpu",
         time_budget=budget,
+        return_result=True,
     )
     seconds = time.perf_counter() - start
     peak_kb = _peak_rss_kb()
-    stopped = model.training_summary["stopped"]
+    stopped = f"{result.stopped}; engine {result.engine}"
     print(
         json.dumps(
             {
@@ -483,7 +501,10 @@ def memory_test(photos: np.ndarray, count: int, budget: float) -> dict:
 
 def _setting(row: dict) -> str:
     """``2 thread(s)``, ``compile=True, 2 thread(s)``, ``2 processes of 1 thread(s)``..."""
-    compiled = "compile=True, " if row["options"].get("compile") else ""
+    compiled = ", ".join(f"{k}={v}" for k, v in row["options"].items() if k != "channels_last")
+    compiled = f"{compiled}, " if compiled else ""
+    if row.get("epochs", 1) > 1:
+        compiled += f"{row['epochs']} epochs, "
     if row.get("processes", 1) > 1:
         return f"{compiled}{row['processes']} processes of {row['threads']} thread(s)"
     return f"{compiled}{row['threads']} thread(s)"
@@ -503,15 +524,15 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         f"{report['repeat']} alternating rounds; one epoch each, validation included. torch "
         f"{report['torch']}, OpenCV {report['opencv']}.",
         "",
-        "| network | processes | threads | img2img img/s | study's loop img/s | ratio "
-        "| photos (img2img / study) | img2img options | img2img rounds | study rounds |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|---|",
+        "| network | processes | threads | epochs | engine | img2img img/s | study's loop img/s "
+        "| ratio | photos (img2img / study) | img2img options | img2img rounds | study rounds |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|---|---|---|",
     ]
     for row in report["speed"]:
         options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "defaults"
         lines.append(
             f"| `{row['arch']}` | {row['processes']} | {row['threads']} | "
-            f"{row['ours_images_per_s']} | "
+            f"{row.get('epochs', 1)} | {row.get('engine', '')} | {row['ours_images_per_s']} | "
             f"{row['study_images_per_s']} | "
             f"**{row['ratio']}x** | {row['train_images']} / {row['study_images']} | {options} | "
             f"{row['ours_runs']} | {row['study_runs']} |"
@@ -530,7 +551,7 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         "with OpenCV's threads and one PyTorch thread.",
         "",
         "The `compile=True` rows train the same network as fused loops that `torch.compile` "
-        "makes from it (`img2img.flatconv`: the batch's photos laid end to end with zeros "
+        "makes from it (`img2img.backends.cpu.fused`: the batch's photos laid end to end with zeros "
         "around each, every convolution a sum of shifted slices); those loops use all of the "
         "process's threads and hold the interpreter lock, so batches are made inline. The "
         "first call of such a run compiles (a C++ compiler at run time; Inductor keeps the "
@@ -541,6 +562,11 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
             if "first_call_s" in row
         )
         + " here, 512 photos included.",
+        "",
+        "The rows of several epochs train img2img that many epochs a round (the study's loop "
+        "one: its rate per image does not depend on how many), compiling included: long "
+        'enough that the default `engine="auto"` takes the fused loops when the planned '
+        'steps repay compiling, against `engine="opencv"`, the default before.',
         "",
         "The rows with several processes run `torchrun --nproc_per_node=N` on the same cores "
         "(each process with `cores / N` threads, its share of every batch of 128, gradients "
@@ -590,6 +616,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="alternating rounds (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch and OpenCV threads")
     parser.add_argument("--memory-images", type=int, default=None, help="synthetic set size")
+    parser.add_argument(
+        "--long-epochs", type=int, default=20, help="epochs of the longer default-settings rows"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md and .json")
     parser.add_argument(
         "--processes",
@@ -635,19 +664,27 @@ def main() -> None:
     # Both loops under the same threads; also both on one thread, where the study's loop
     # (one image per step, hundreds of tiny operations) loses nothing to thread hand-offs.
     # The study network also with compile=True (fused loops).
-    settings = [(arch, args.threads, False) for arch in archs]
-    settings.insert(1, ("study", args.threads, True))
+    settings = [(arch, args.threads, False, 1, None) for arch in archs]
+    settings.insert(1, ("study", args.threads, True, 1, None))
+    # A longer run with the defaults (auto: the fused loops when they repay compiling),
+    # against the OpenCV engine (the default before) for as many epochs.
+    long = args.long_epochs
+    settings[2:2] = [("study", args.threads, False, long, e) for e in ({"engine": "opencv"}, None)]
     if args.threads != 1:
-        settings += [("study", 1, False), ("study", 1, True)]
-    for arch, threads, compiled in settings:
+        settings += [("study", 1, False, 1, None), ("study", 1, True, 1, None)]
+        settings += [("study", 1, False, long, e) for e in ({"engine": "opencv"}, None)]
+    for arch, threads, compiled, epochs, extra in settings:
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        print(f" {arch}{', compiled' if compiled else ''}, {threads} thread(s):", flush=True)
+        label = f"{', compiled' if compiled else ''}{f', {extra}' if extra else ''}"
+        print(f" {arch}{label}, {threads} thread(s), {epochs} epoch(s):", flush=True)
         ours_images, study_images = IMAGES[arch]
         if args.images:
             ours_images = args.images
         count = min(images, ours_images)
-        row = compare(arch, photos[:count], min(study_images, count), repeat, compiled)
+        row = compare(
+            arch, photos[:count], min(study_images, count), repeat, compiled, epochs, extra
+        )
         report["speed"].append({"threads": threads, **row})
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from img2img.flatconv import FlatLayout, FusedTrainer, fusable_chain, fused_loss, loss_arguments
+from img2img.backends.cpu.fused import (
+    FlatLayout,
+    FusedTrainer,
+    fusable_chain,
+    fused_loss,
+    loss_arguments,
+)
 from img2img.models import create_img2img_model
 from img2img.models.study import LinearNet, StudyNet
 

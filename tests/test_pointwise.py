@@ -254,14 +254,14 @@ def test_fit_auto_fits_the_verdicts_architectures_in_closed_form(crops) -> None:
     train, held_out = _Pairs(crops[0][:32], _gamma), _Pairs(crops[1][:8], _gamma)
     arch, options = arch_for_verdict("pointwise", 3)
     options["size"] = 5  # a small table keeps the test fast; the curves are the verdict's
-    model, _, val_l1 = fit_auto(
+    model, result = fit_auto(
         train, held_out, AutoChoice("exact", arch, options), device="cpu", progress=False
     )
     assert model.config["arch"] == "lut3d"
     assert model.config["options"] == {"size": 5, "curve_size": 256, "border": "reflect101"}
-    assert val_l1[0] < 1e-4 and model.training_summary["epochs"] == 1
+    assert result.val_losses[0] < 1e-4 and result.epochs == 1
     arch, options = arch_for_verdict("colour_linear", 3)
-    model, _, _ = fit_auto(train, held_out, AutoChoice("exact", arch, options), device="cpu")
+    model, _ = fit_auto(train, held_out, AutoChoice("exact", arch, options), device="cpu")
     assert model.config["arch"] == "linear" and model.config["options"]["kernel_size"] == 1
     with pytest.raises(ValueError, match="fit_auto fits 'linear' and 'lut3d' only"):
         fit_auto(train, held_out, AutoChoice("exact", "can"), device="cpu")

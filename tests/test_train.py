@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from img2img.checkpoint import load_model, read_metadata
-from img2img.cpuconv import (
+from img2img.backends.cpu import (
     is_tiny_conv,
     only_tiny_convs,
     tiny_conv2d,
     tiny_conv_mode,
     torch_threads,
 )
+from img2img.checkpoint import load_model, read_metadata
 from img2img.data import FilteredDataset, FolderCrops, folder_crops, to_float
 from img2img.models import create_img2img_model
 from img2img.train import TrainingDivergedError, train_model
@@ -336,7 +336,7 @@ def test_networks_of_tiny_convolutions_train_on_one_pytorch_thread(
 
 
 def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatch) -> None:
-    import img2img.cpuconv as cpuconv
+    import img2img.backends.cpu.limits as cpuconv
 
     train, val = datasets
     results = []

@@ -211,15 +211,15 @@ DISTRIBUTED = textwrap.dedent(
 
     for module in (img2img.checkpoint, img2img.fileio, img2img.train.state):
         module.atomic_write = logged(module.atomic_write)
-    import img2img.train.loop
+    import img2img.backends.cpu.engines
     trainers = []
 
-    class Recorded(img2img.train.loop.FusedTrainer):
+    class Recorded(img2img.backends.cpu.engines.FusedTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             trainers.append(self)
 
-    img2img.train.loop.FusedTrainer = Recorded
+    img2img.backends.cpu.engines.FusedTrainer = Recorded
     result = train_run(
         out,
         DataConfig(data=root, limit=48, seed=1),

@@ -85,6 +85,7 @@ from torch import nn
 
 from img2img.filters import Filter
 from img2img.models import create_img2img_model
+from img2img.train.config import TrainResult
 
 __all__ = [
     "NONLINEAR_ARCH",
@@ -329,7 +330,7 @@ def fit_auto(
     *,
     device: str = "auto",
     progress: bool = True,
-) -> tuple[nn.Module, list[float], list[float]]:
+) -> tuple[nn.Module, TrainResult]:
     """Fit a linear filter or a colour lookup table exactly, by least squares.
 
     Args:
@@ -343,7 +344,7 @@ def fit_auto(
         progress: Show a progress bar.
 
     Returns:
-        ``(model, train_losses, val_losses)``: one "epoch" with the L1 losses of the fit.
+        ``(model, result)``: the result's one "epoch" holds the L1 losses of the fit.
     """
     from img2img.metrics import compute_metrics
     from img2img.solve import fit_linear, fit_lut
@@ -369,14 +370,19 @@ def fit_auto(
     seconds = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
-    model.training_summary = {
-        "epochs": 1,
-        "best_epoch": 1,
-        "best_val_loss": val_l1,
-        "stopped": "closed-form least-squares fit",
-        "seconds": seconds,
-    }
-    return model, [train_l1], [val_l1]
+    what = "a colour lookup table" if choice.arch == "lut3d" else "its kernel"
+    result = TrainResult(
+        train_losses=[train_l1],
+        val_losses=[val_l1],
+        epochs=1,
+        best_epoch=1,
+        best_val_loss=val_l1,
+        stopped="closed-form least-squares fit",
+        seconds=seconds,
+        engine="least-squares",
+        engine_reason=f"{what} is solved exactly",
+    )
+    return model, result
 
 
 def default_model(filter: Filter, arch: str, options: dict[str, Any]) -> nn.Module:

@@ -131,6 +131,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="torch.compile the model; on the CPU the study and zero-border linear networks "
         "train as fused loops, 1.5-2x as fast (needs a C++ compiler; the first step compiles)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "eager", "ddp", "opencv", "fused", "compile"),  # train.config.ENGINES
+        default="auto",
+        help="how each step runs (default auto: fused compiled loops for a long enough run of "
+        "the study network on the CPU, else OpenCV's convolutions on the CPU, else eager)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
     add_device(parser)
@@ -197,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         "amp": args.amp,
         "channels_last": args.channels_last,
         "compile": args.compile,
+        "engine": args.engine,
     }
     if args.resume is not None and args.epochs is None:
         del train["max_epochs"]  # the run's own

@@ -37,7 +37,7 @@ def to_float(
         channel_major: On the CPU, store the result channel by channel
             (``(C, B, H, W)`` in memory; the tensor is still ``(B, C, H, W)``, not
             contiguous). Each colour plane is then one tall image, which the
-            OpenCV convolutions of :mod:`img2img.cpuconv` use without a copy.
+            OpenCV convolutions of :mod:`img2img.backends.cpu.opencv_conv` use without a copy.
 
     Returns:
         float32 ``(B, C, H, W)``: ``images / 255``, exactly.

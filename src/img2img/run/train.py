@@ -36,6 +36,8 @@ from img2img.run.folder import (
 )
 from img2img.run.resume import RESUME_OVERRIDES, resume_config
 from img2img.solve import gauss_newton, lbfgs_refine
+from img2img.solve.refine import RefineReport
+from img2img.train.config import TrainResult
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
 
@@ -174,19 +176,23 @@ def _train(
         "data_config": asdict(data),
         "method": choice.method if choice else "gradient",
     }
+    polish: RefineReport | None = None  # the finish after gradient training, if any
     if choice is not None and choice.method == "exact":
-        network, train_losses, val_losses = fit_auto(
+        network, result = fit_auto(
             train_set, val_set, choice, device=str(device), progress=train.get("progress", True)
         )
     else:
-        network, train_losses, val_losses = _gradient(
+        network, result, polish = _gradient(
             folder, train_set, val_set, filter, arch, options, choice, train, metadata, resume,
             writer, device, log,
         )  # fmt: skip
+    train_losses, val_losses = result.train_losses, result.val_losses
     seconds = time.perf_counter() - started
     if not writer:
         return RunResult(folder.path, network, train_losses, val_losses, {})
-    metrics = _evaluate(network, val_set, filter, seconds, compute_metrics, str(device))
+    metrics = _evaluate(
+        network, val_set, filter, seconds, compute_metrics, str(device), result, polish
+    )
     save_model(network, folder.file(MODEL_FILE), **metadata, metrics=metrics)
     record = config_record(data, model_config, train)
     record["resolved"] = {
@@ -194,6 +200,8 @@ def _train(
         "options": network.config["options"],
         "method": metadata["method"],
         "filter": filter.canonical,
+        "engine": result.engine,
+        "engine_reason": result.engine_reason,
     }
     folder.write_json(CONFIG_FILE, record)
     folder.write_history(train_losses, val_losses)
@@ -218,8 +226,8 @@ def _gradient(
     writer: bool,
     device: torch.device,
     log: Callable[[str], None],
-) -> tuple[nn.Module, list[float], list[float]]:
-    """Train by gradient (with its polish); the network and its losses."""
+) -> tuple[nn.Module, TrainResult, RefineReport | None]:
+    """Train by gradient (with its polish): the network, the training's result, the polish's."""
     from img2img.train import train_model
 
     if choice is not None:
@@ -232,7 +240,7 @@ def _gradient(
     settings = dict(train)
     if refine and budget is not None:  # the polish takes the end of the budget
         settings["time_budget"] = budget * (1.0 - refine["share"])
-    train_losses, val_losses = train_model(
+    result = train_model(
         network,
         train_set,
         val_set,
@@ -241,16 +249,19 @@ def _gradient(
         state_path=str(folder.file(STATE_FILE)) if writer else None,
         resume=str(folder.file(STATE_FILE)) if resume else None,
         metadata=metadata,
+        return_result=True,
         **settings,
     )
+    log(f"engine: {result.engine} ({result.engine_reason})")
+    polish = None
     if refine and writer:  # one process polishes the model it writes
-        spent = getattr(network, "training_summary", {}).get("seconds", 0.0)
+        spent = result.seconds
         if refine["method"] == "gauss-newton":
             finish, limits = gauss_newton, {}
         else:
             seconds = None if budget is None else max(0.0, budget - spent)
             finish, limits = lbfgs_refine, {"seconds": seconds}
-        finish(
+        polish = finish(
             network,
             train_set,
             steps=refine["steps"],
@@ -260,9 +271,9 @@ def _gradient(
         )
         log(
             "{method} polish: MSE {loss_before:.3e} -> {loss_after:.3e} in {iterations} "
-            "iterations, {seconds:.1f} s".format(**network.refine_report)
+            "iterations, {seconds:.1f} s".format(**polish.as_dict())
         )
-    return network, train_losses, val_losses
+    return network, result, polish
 
 
 #: The finish of a linear model trained by gradient: its MSE is a quadratic whose weakest
@@ -290,10 +301,12 @@ def _evaluate(
     seconds: float,
     compute_metrics: Callable[..., dict[str, Any]],
     device: str,
+    result: TrainResult,
+    polish: RefineReport | None,
 ) -> dict[str, Any]:
     metrics = dict(compute_metrics(network, val_set, device=device))
-    summary = getattr(network, "training_summary", {})
-    refine = getattr(network, "refine_report", None)
+    summary = result.summary()
+    refine = polish.as_dict() if polish is not None else None
     metrics.update(
         {
             # the fit or the training and its polish, without loading data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -13,7 +14,34 @@ from torch import nn
 from img2img.devices import DeviceLike, resolve_device
 from img2img.solve.batches import iter_batches
 
-__all__ = ["gauss_newton", "lbfgs_refine"]
+__all__ = ["RefineReport", "gauss_newton", "lbfgs_refine"]
+
+
+@dataclass(frozen=True)
+class RefineReport:
+    """How a polish of a trained model went.
+
+    Attributes:
+        method: ``"l-bfgs"`` or ``"gauss-newton"``.
+        loss_before: The MSE before the polish.
+        loss_after: The MSE of the weights the model ends with.
+        iterations: Iterations (L-BFGS) or steps taken (Gauss-Newton).
+        images: Photos in the objective.
+        seconds: Wall time.
+        stopped: ``"steps"``, ``"converged"`` or ``"time"``.
+    """
+
+    method: str
+    loss_before: float
+    loss_after: float
+    iterations: int
+    images: int
+    seconds: float
+    stopped: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
 
 
 class _DeadlineError(Exception):
@@ -31,7 +59,7 @@ def lbfgs_refine(
     device: DeviceLike = "cpu",
     history_size: int = 20,
     dtype: torch.dtype | None = None,
-) -> nn.Module:
+) -> RefineReport:
     """Polish a trained model with full-batch L-BFGS on the MSE, within a time limit.
 
     The objective is the MSE over every pixel of the first ``images`` photos, the
@@ -59,9 +87,8 @@ def lbfgs_refine(
             it by less than float32 resolves.
 
     Returns:
-        The same model, with ``model.refine_report``: ``loss_before``, ``loss_after``,
-        ``iterations``, ``images``, ``seconds``, ``stopped`` (``"steps"``,
-        ``"converged"`` or ``"time"``).
+        The :class:`RefineReport` (``stopped``: ``"steps"``, ``"converged"`` or ``"time"``);
+        ``model.refine_report`` holds it as a dict too, for older callers.
     """
     started = time.perf_counter()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -130,16 +157,17 @@ def lbfgs_refine(
         stopped = "converged"
     if not math.isfinite(best["loss"]):  # no finite loss: the weights stay as they were
         best["loss"] = losses[0]
-    model.refine_report = {
-        "method": "l-bfgs",
-        "loss_before": losses[0],
-        "loss_after": best["loss"],
-        "iterations": iterations,
-        "images": sum(x.shape[0] for x, _ in chunks),
-        "seconds": time.perf_counter() - started,
-        "stopped": stopped,
-    }
-    return model
+    report = RefineReport(
+        method="l-bfgs",
+        loss_before=losses[0],
+        loss_after=best["loss"],
+        iterations=iterations,
+        images=sum(x.shape[0] for x, _ in chunks),
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+    )
+    model.refine_report = report.as_dict()
+    return report
 
 
 #: Levenberg-Marquardt damping tried in turn, as fractions of the mean curvature.
@@ -154,7 +182,7 @@ def gauss_newton(
     images: int = 32,
     device: DeviceLike = "cpu",
     max_elements: int = 2**24,
-) -> nn.Module:
+) -> RefineReport:
     """Finish a small model with Gauss-Newton steps on the MSE, in float64.
 
     Each step linearises the model's output in its parameters, ``y(w + d) ~ y(w) + J d``,
@@ -178,8 +206,8 @@ def gauss_newton(
         max_elements: Largest Jacobian block (pixels x parameters) held at once.
 
     Returns:
-        The same model, with ``model.refine_report``: ``loss_before``, ``loss_after``,
-        ``iterations``, ``images``, ``seconds``, ``stopped``.
+        The :class:`RefineReport`; ``model.refine_report`` holds it as a dict too, for
+        older callers.
     """
     from torch.func import functional_call, jacfwd
 
@@ -257,13 +285,14 @@ def gauss_newton(
                 params[name].copy_(value)
         model.to(own_dtype)
         model.train(was_training)
-    model.refine_report = {
-        "method": "gauss-newton",
-        "loss_before": losses[0],
-        "loss_after": losses[-1],
-        "iterations": len(losses) - 1,
-        "images": len(chunks),
-        "seconds": time.perf_counter() - started,
-        "stopped": stopped,
-    }
-    return model
+    report = RefineReport(
+        method="gauss-newton",
+        loss_before=losses[0],
+        loss_after=losses[-1],
+        iterations=len(losses) - 1,
+        images=len(chunks),
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+    )
+    model.refine_report = report.as_dict()
+    return report

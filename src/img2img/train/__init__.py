@@ -1,13 +1,16 @@
 """Gradient training: the study's recipe (L1, Adam, cosine annealing, early stopping), done right.
 
-:func:`train_model` is the loop (:mod:`img2img.train.loop`); :class:`TrainConfig` holds
-its settings (:mod:`img2img.train.config`); :mod:`img2img.train.batches` draws each
-epoch's batches, :mod:`img2img.train.state` saves and resumes runs, and
-:mod:`img2img.train.losses` holds the losses.
+:func:`train_model` (the study's function) and :func:`fit` are the loop
+(:mod:`img2img.train.loop`); :class:`TrainConfig` holds the settings and
+:class:`TrainResult` how a run ended (:mod:`img2img.train.config`);
+:mod:`img2img.train.engines` chooses how each step runs; :mod:`img2img.train.batches`
+draws each epoch's batches; :mod:`img2img.train.checkpointer` writes the best model and
+the resumable state (:mod:`img2img.train.state`); :mod:`img2img.train.monitor` reads the
+running loss back; :mod:`img2img.train.losses` holds the losses.
 """
 
-from img2img.train.config import TrainConfig, TrainingDivergedError
-from img2img.train.loop import train_model
+from img2img.train.config import TrainConfig, TrainingDivergedError, TrainResult
+from img2img.train.loop import fit, train_model
 from img2img.train.losses import LOSSES
 
-__all__ = ["LOSSES", "TrainConfig", "TrainingDivergedError", "train_model"]
+__all__ = ["LOSSES", "TrainConfig", "TrainResult", "TrainingDivergedError", "fit", "train_model"]

@@ -18,14 +18,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from img2img.backends.engine import process_group
 from img2img.data.filtered import PhotoPairs
 from img2img.train.config import TrainConfig
 
 __all__ = [
     "Step",
     "all_reduce",
-    "average_gradients",
-    "broadcast_parameters",
     "check_pair",
     "iterate_batches",
     "model_channels",
@@ -39,13 +38,6 @@ __all__ = [
 # -- processes -----------------------------------------------------------------------------------
 
 
-def process_group() -> tuple[int, int]:
-    """``(rank, world_size)`` of the process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
     """Sum (or max) ``values`` over the processes; unchanged in a single process."""
     _, world = process_group()
@@ -54,38 +46,6 @@ def all_reduce(values: list[float], device: torch.device, op: str = "sum") -> li
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return tensor.tolist()
-
-
-def broadcast_parameters(model: nn.Module) -> None:
-    """Give every process rank 0's parameters and buffers (as ``DistributedDataParallel`` does)."""
-    _, world = process_group()
-    if world == 1:
-        return
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor, src=0)
-
-
-def average_gradients(model: nn.Module) -> None:
-    """Average the gradients over the processes (what ``DistributedDataParallel`` does).
-
-    For models trained without it (the fused loops of ``compile=True``): one
-    all-reduce of all gradients, flattened; a missing gradient counts as zeros.
-    Every process ends with the same sums, so the weights stay identical.
-    """
-    _, world = process_group()
-    if world == 1:
-        return
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([grad.reshape(-1) for grad in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for parameter in parameters:
-        size = parameter.numel()
-        parameter.grad = flat[offset : offset + size].view_as(parameter).clone()
-        offset += size
 
 
 # -- batches -------------------------------------------------------------------------------------

@@ -1,17 +1,27 @@
-"""What decides how a model is trained (:class:`TrainConfig`), and how far a run has come."""
+"""How a model is trained (:class:`TrainConfig`), how far a run came, how it ended (:class:`TrainResult`)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from img2img.train.losses import LOSSES
 
-__all__ = ["CUDA_CHECK_EVERY", "Progress", "TrainConfig", "TrainingDivergedError"]
+__all__ = [
+    "CUDA_CHECK_EVERY",
+    "ENGINES",
+    "Progress",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+]
 
 
 _WORKER_CONTEXTS = (None, "fork", "spawn", "forkserver")
 CUDA_CHECK_EVERY = 16  # steps between reading the loss back from a GPU
+#: How a step may run (see :mod:`img2img.train.engines`); "auto" takes the fastest that works.
+ENGINES = ("auto", "eager", "ddp", "opencv", "fused", "compile")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -41,7 +51,8 @@ class TrainConfig:
     channels_last: bool = (
         False  # NHWC memory format: faster for wide networks (can) on CUDA and CPU
     )
-    compile: bool = False  # torch.compile the model (CPU: fused loops, img2img.flatconv)
+    compile: bool = False  # torch.compile the model (CPU: the fused loops where they apply)
+    engine: str = "auto"  # how steps run: one of ENGINES ("auto": the fastest that works)
     state_path: str | None = None  # resumable state written after every epoch
     resume: str | None = None  # a state file (or a run folder holding state.pt) to resume from
     metadata: dict | None = None  # extras saved with the best model (filter spec, data, ...)
@@ -65,6 +76,8 @@ class TrainConfig:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {self.loss!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {list(ENGINES)}; got {self.engine!r}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"amp must be None or 'bf16'; got {self.amp!r}")
         if self.worker_start not in _WORKER_CONTEXTS:
@@ -90,3 +103,42 @@ class Progress:
     train_losses: list | None = None
     val_losses: list | None = None
     stopped: str = ""  # why training ended early, if it did
+
+
+@dataclass
+class TrainResult:
+    """How a run of :func:`~img2img.train.loop.fit` ended.
+
+    Attributes:
+        train_losses: Mean training loss of each epoch (weighted by batch size).
+        val_losses: Mean validation loss of each epoch.
+        epochs: Epochs completed (resumed ones included).
+        best_epoch: The epoch whose weights the model ends with (0: none).
+        best_val_loss: Its validation loss.
+        stopped: Why training ended ("max_epochs reached", "early stopping: ...", ...).
+        seconds: Wall time of this call.
+        engine: The engine that ran the steps ("opencv", "fused", "eager", ...).
+        engine_reason: Why that engine was chosen.
+    """
+
+    train_losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    epochs: int = 0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    stopped: str = ""
+    seconds: float = 0.0
+    engine: str = ""
+    engine_reason: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the loss curves, as a JSON-ready dict."""
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "stopped": self.stopped,
+            "seconds": self.seconds,
+            "engine": self.engine,
+            "engine_reason": self.engine_reason,
+        }

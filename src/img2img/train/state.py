@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from img2img.backends.engine import Engine
 from img2img.checkpoint import safe_torch_load
 from img2img.fileio import atomic_write
 from img2img.run.folder import STATE_FILE
@@ -38,8 +39,7 @@ def describe_data(dataset: Any) -> dict[str, Any]:
 
 def save_state(
     path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    engine: Engine,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     progress: Progress,
     config: TrainConfig,
@@ -49,6 +49,8 @@ def save_state(
 ) -> None:
     """Write the resumable state atomically: weights, optimiser, schedule, progress, RNG, settings.
 
+    The weights and the optimiser's state come from ``engine.state_dict()``.
+
     Everything is a tensor, a number or a string, so :func:`~img2img.checkpoint.safe_torch_load`
     reads it back; ``data`` describes the training data so that a resume can check it.
     """
@@ -56,8 +58,7 @@ def save_state(
         key: value for key, value in asdict(config).items() if key not in ("resume", "metadata")
     }
     state = {
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
+        **engine.state_dict(),  # "model" and "optimizer"
         "scheduler": scheduler.state_dict(),
         "progress": json.dumps(asdict(progress)),
         "train_config": json.dumps(meta),
@@ -68,7 +69,7 @@ def save_state(
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
     if best_state is not None:
         state["best_model"] = best_state
-    config_record = getattr(model, "config", None)
+    config_record = getattr(engine.model, "config", None)
     if isinstance(config_record, dict):
         state["model_config"] = json.dumps(
             {**config_record, **(config.metadata or {})}, default=str

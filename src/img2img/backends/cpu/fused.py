@@ -1,4 +1,4 @@
-"""Chains of few-channel "same" convolutions as fused CPU loops: ``compile=True`` on the CPU.
+"""Chains of few-channel "same" convolutions as fused CPU loops: the fused engine.
 
 A network that is only a chain of small zero-padded convolutions and ReLU-like
 activations (the study's 48-parameter network, the ``linear`` stack with zero
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from img2img.cpuconv import MAX_CHANNEL_PAIRS
+from img2img.backends.cpu.limits import MAX_CHANNEL_PAIRS
 from img2img.models.layers import BorderConv2d
 
 __all__ = [
