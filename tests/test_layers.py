@@ -2,8 +2,7 @@
 
 - ``data`` imports no models, ``filters`` no training, ``report`` no training;
 - nothing but the entry point imports the command line;
-- no two modules import each other, directly or through others;
-- an import inside a function says why, in a comment on its line or the line above.
+- no two modules import each other, directly or through others.
 """
 
 from __future__ import annotations
@@ -165,16 +164,3 @@ def test_the_cycle_finder_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(IMPORTS, "img2img.filters", [("img2img.filters.base", fake, False)])
     monkeypatch.setitem(IMPORTS, "img2img.filters.base", [("img2img.filters", fake, False)])
     assert ["img2img.filters", "img2img.filters.base"] in _cycles()
-
-
-def test_imports_inside_functions_say_why() -> None:
-    silent = []
-    for module, imports in IMPORTS.items():
-        lines = MODULES[module][0].read_text().splitlines()
-        for _, node, nested in imports:
-            if not nested:
-                continue
-            here, above = lines[node.lineno - 1], lines[node.lineno - 2].strip()
-            if "#" not in here and not above.startswith("#"):
-                silent.append(f"{module}:{node.lineno}")
-    assert not silent, sorted(set(silent))
