@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +75,18 @@ def test_train_speed_benchmark(mini_root: Path, tmp_path: Path) -> None:
             row["ours_images_per_s"] / row["study_images_per_s"], rel=0.01
         )
         assert f"**{row['ratio']}x**" in table
-    assert table.count("Target for the `study` network") == 6
+    # and a longer run with the defaults (engine auto) beside the OpenCV engine, on 2 and 1 threads
+    longer = [row for row in rows if not row["options"].get("compile") and row["processes"] == 1]
+    assert sum(row["options"].get("engine") == "opencv" for row in longer) == 2
+    assert len(rows) == 10 and table.count("Target for the `study` network") == len(rows)
     assert {part["part"] for part in report["breakdown"]} >= {
         "forward + backward + Adam (OpenCV convolutions)",
         "forward + backward + Adam (PyTorch convolutions)",
         "forward + backward + Adam (compile=True: fused loops)",
     }
     memory = report["memory"]
-    assert memory["images"] == 10_000 and memory["stopped"] == "max_epochs reached"
+    assert memory["images"] == 10_000
+    assert re.fullmatch(r"max_epochs reached; engine (opencv|fused|eager)", memory["stopped"])
     assert memory["peak_rss_mb"] > 0 and memory["within_limit"] == (memory["peak_rss_mb"] < 2500)
 
 
