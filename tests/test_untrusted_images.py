@@ -485,30 +485,14 @@ def test_outputs_have_ordinary_permissions(
 
 
 def _full_disk(monkeypatch) -> None:
-    """Every file opened for writing through ``os.fdopen`` takes half its data, then ENOSPC."""
-    real_fdopen = os.fdopen
+    """Every file written as bytes takes half its data, then the disk is full (ENOSPC)."""
 
-    class FullDisk:
-        def __init__(self, handle: int) -> None:
-            self.stream = real_fdopen(handle, "wb")
+    def write_bytes(self: Path, data) -> int:
+        with open(self, "wb") as stream:
+            stream.write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            self.stream.close()
-
-        def write(self, data) -> int:
-            self.stream.write(bytes(data)[: len(data) // 2])
-            self.stream.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def fdopen(handle, mode="r", *args, **kwargs):
-        if "w" in mode:
-            return FullDisk(handle)
-        return real_fdopen(handle, mode, *args, **kwargs)
-
-    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
 
 
 def test_a_full_disk_leaves_nothing_half_written(

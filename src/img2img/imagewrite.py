@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from img2img.fileio import atomic_write_bytes
+
 __all__ = [
     "SCALES",
-    "TEMPORARY_PREFIX",
-    "atomic_write_bytes",
     "default_scale",
     "scaled_for_writing",
     "write_image",
@@ -33,9 +32,6 @@ SCALES = ("auto", "range", "abs")
 
 # Values that ``"auto"`` takes its percentiles from (a regular sample of larger results).
 _PERCENTILE_SAMPLE = 4_000_000
-
-#: How the names of temporary files begin (``.tmp-`` and 16 hex digits, in the target's folder).
-TEMPORARY_PREFIX = ".tmp-"
 
 
 def _integer_range(array: np.ndarray) -> tuple[float, float]:
@@ -197,52 +193,3 @@ def scaled_for_writing(
         if high > low:
             return result, (low, high)
     return result, known
-
-
-def _new_temporary(folder: Path) -> tuple[int, Path]:
-    """A new file ``.tmp-XXXXXXXXXXXXXXXX`` in ``folder``, opened for writing.
-
-    The name is short whatever the target's name (so a target of any legal length
-    works), and the file is created with mode ``0o666`` less the umask, as
-    ``open`` would create the target itself (0644 under umask 022).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        temporary = folder / f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}"
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:  # pragma: no cover - 64 random bits
-            continue
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``.
-
-    A process killed at any moment, or a full disk, leaves either the previous
-    file or the new one under ``path``, never a partial one; on an error the
-    temporary file is removed and the error raised. A symbolic link at ``path``
-    is replaced, never written through.
-
-    Args:
-        path: The destination (its folder is created as needed).
-        data: The whole content.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-
-    Raises:
-        OSError: If the folder or file cannot be written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = _new_temporary(path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path

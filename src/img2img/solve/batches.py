@@ -10,7 +10,7 @@ import torch
 
 from img2img.filters import Filter
 
-__all__ = ["accumulation_device", "check_int", "dataset_filter", "iter_batches"]
+__all__ = ["accumulation_device", "check_dataset", "check_int", "dataset_filter", "iter_batches"]
 
 
 def check_int(argument: str, value: Any, minimum: int, *, odd: bool = False) -> int:
@@ -21,6 +21,24 @@ def check_int(argument: str, value: Any, minimum: int, *, odd: bool = False) -> 
     if value < minimum or (odd and value % 2 == 0):
         raise ValueError(f"{argument} must be {kind}; got {value!r}")
     return int(value)
+
+
+def check_dataset(dataset: Any, solver: str) -> None:
+    """Refuse what is not a non-empty dataset of ``(input, target)`` pairs, naming ``solver``.
+
+    Raises:
+        TypeError: If ``dataset`` has no length, or neither ``batch()`` nor items.
+        ValueError: If it is empty.
+    """
+    if not hasattr(dataset, "__len__") or not (
+        callable(getattr(dataset, "batch", None)) or hasattr(dataset, "__getitem__")
+    ):
+        raise TypeError(
+            "dataset must be a FilteredDataset or a Dataset of (input, target) pairs; got "
+            f"{type(dataset).__name__}"
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"dataset is empty: {solver} needs at least one photo")
 
 
 def accumulation_device(device: torch.device) -> torch.device:

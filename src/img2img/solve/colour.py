@@ -25,7 +25,7 @@ import torch
 from img2img.devices import DeviceLike, resolve_device
 from img2img.models import ColourLUT, create_img2img_model
 from img2img.models.pointwise import MAX_LUT_SIZE, lut_weights
-from img2img.solve.batches import accumulation_device, check_int, iter_batches
+from img2img.solve.batches import accumulation_device, check_dataset, check_int, iter_batches
 
 __all__ = ["fit_lut"]
 
@@ -185,15 +185,7 @@ def fit_lut(
         raise TypeError(f"smoothness must be a non-negative number; got {smoothness!r}")
     if not math.isfinite(smoothness) or smoothness < 0:
         raise ValueError(f"smoothness must be a non-negative finite number; got {smoothness!r}")
-    if not hasattr(dataset, "__len__") or not (
-        callable(getattr(dataset, "batch", None)) or hasattr(dataset, "__getitem__")
-    ):
-        raise TypeError(
-            "dataset must be a FilteredDataset or a Dataset of (input, target) pairs; got "
-            f"{type(dataset).__name__}"
-        )
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty: fit_lut needs at least one photo")
+    check_dataset(dataset, "fit_lut")
     device = resolve_device(device)
     accumulate_on = accumulation_device(device)
     gram = torch.zeros(unknowns, unknowns, dtype=torch.float64, device=accumulate_on)

@@ -12,7 +12,13 @@ import torch
 from img2img.border import check_border
 from img2img.devices import DeviceLike, resolve_device
 from img2img.models import LinearNet, create_img2img_model
-from img2img.solve.batches import accumulation_device, check_int, dataset_filter, iter_batches
+from img2img.solve.batches import (
+    accumulation_device,
+    check_dataset,
+    check_int,
+    dataset_filter,
+    iter_batches,
+)
 
 __all__ = ["fit_linear"]
 
@@ -258,15 +264,7 @@ def fit_linear(
         raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be a bool; got {bias!r}")
-    if not hasattr(dataset, "__len__") or not (
-        callable(getattr(dataset, "batch", None)) or hasattr(dataset, "__getitem__")
-    ):
-        raise TypeError(
-            "dataset must be a FilteredDataset or a Dataset of (input, target) pairs; got "
-            f"{type(dataset).__name__}"
-        )
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty: fit_linear needs at least one photo")
+    check_dataset(dataset, "fit_linear")
     device = resolve_device(device)
     filt = dataset_filter(dataset)
     border = check_border(border or (filt.border if filt is not None else "reflect101"))
