@@ -668,24 +668,13 @@ def test_disk_full_while_writing_images_and_run_files(tmp_path: Path, monkeypatc
     image = write_image(tmp_path / "out.png", np.full((4, 5, 3), 0.5))
     folder = RunFolder(tmp_path)
     folder.write_json("metrics.json", {"psnr": 40.0})
-    real_fdopen = os.fdopen
+    real_write_bytes = Path.write_bytes
 
-    class FullDisk(io.RawIOBase):
-        def __init__(self, handle: int) -> None:
-            self.stream = real_fdopen(handle, "wb")
+    def half_write_bytes(self, data):
+        real_write_bytes(self, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        def writable(self) -> bool:
-            return True
-
-        def write(self, data) -> int:
-            self.stream.write(bytes(data)[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def close(self) -> None:
-            self.stream.close()
-            super().close()
-
-    monkeypatch.setattr(os, "fdopen", lambda handle, mode="r", *a, **k: FullDisk(handle))
+    monkeypatch.setattr(Path, "write_bytes", half_write_bytes)
     with pytest.raises(OSError, match="No space left"):
         write_image(tmp_path / "out.png", np.zeros((4, 5, 3)))
     monkeypatch.undo()

@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import struct
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +27,7 @@ import numpy as np
 
 from img2img.data.crops import check_crop_params, grid_crops, resize_shorter
 from img2img.data.paths import cache_dir
+from img2img.fileio import atomic_write, atomic_write_text
 from img2img.imageio import ImageReadError, read_image
 
 __all__ = ["CACHE_FORMAT", "DecodedImages", "cache_key", "decode_images", "decoded_cache_dir"]
@@ -240,26 +240,24 @@ def _build_entry(
     paths: list[Path], params: dict, workers: int, key: str, npy: Path, sidecar: Path
 ) -> DecodedImages:
     """Decode, streaming the crops into a temporary ``.npy``, then rename it and write the sidecar."""
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{npy.stem}.", suffix=".npy.tmp", dir=npy.parent)
-    try:
-        counts: list[int] = []
-        skipped: list[tuple[int, str]] = []
-        total = 0
-        with os.fdopen(handle, "wb") as file:
+    counts: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    total = 0
+
+    def write(temporary: Path) -> None:
+        nonlocal total
+        with open(temporary, "wb") as file:
             file.write(b"\0" * _HEADER_BYTES)
             for images, chunk_counts, chunk_skipped in _chunks(paths, params, workers):
                 file.write(np.ascontiguousarray(images).tobytes())
                 total += len(images)
-                counts += chunk_counts
-                skipped += chunk_skipped
-            shape = (total, 3, params["crop_size"], params["crop_size"])
+                counts.extend(chunk_counts)
+                skipped.extend(chunk_skipped)
             file.seek(0)
-            file.write(_npy_header(shape))
-        os.replace(temp, npy)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+            file.write(_npy_header((total, 3, params["crop_size"], params["crop_size"])))
+
+    atomic_write(npy, write)
+    shape = (total, 3, params["crop_size"], params["crop_size"])
     meta = {
         "format": CACHE_FORMAT,
         "key": key,
@@ -271,7 +269,7 @@ def _build_entry(
         "counts": counts,
         "skipped": skipped,
     }
-    _write_text_atomic(sidecar, json.dumps(meta))
+    atomic_write_text(sidecar, json.dumps(meta))
     groups, skipped_paths = _finish(paths, counts, skipped)
     images = _memmap(npy, shape)
     return DecodedImages(images, groups, paths, skipped_paths, cached=False, cache_file=npy)
@@ -283,15 +281,6 @@ def _memmap(npy: Path, shape: tuple[int, ...]) -> np.ndarray:
     return np.load(npy, mmap_mode="r", allow_pickle=False)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _load_entry(npy: Path, sidecar: Path, key: str, paths: list[Path]) -> DecodedImages | None:

@@ -14,6 +14,7 @@ checkpoint or run folder) only reads that cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 
 from img2img.data.targets import check_target, read_target
+from img2img.fileio import atomic_write_bytes
 from img2img.filters.teacher import TeacherFilter, TeacherNotRunError, teacher_cache_dir
 
 __all__ = ["COMMAND_PREFIX", "FIRST_PHOTOS", "CommandFilter"]
@@ -125,14 +127,8 @@ class CommandFilter(TeacherFilter):
     def _to_cache(self, path: Path, output: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, output, allow_pickle=False)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(handle, "wb") as file:
-                file.write(buffer.getvalue())
-            os.replace(temp, path)
-        except OSError:  # an unwritable cache never stops the work
-            pass
+        with contextlib.suppress(OSError):  # an unwritable cache never stops the work
+            atomic_write_bytes(path, buffer.getvalue())
 
     # -- running ---------------------------------------------------------------------------
     def _compute(self, photo: np.ndarray, name: str) -> np.ndarray:
