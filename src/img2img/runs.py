@@ -26,7 +26,7 @@ from torch import nn
 from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto
 from img2img.checkpoint import atomic_write, save_model
 from img2img.distributed import setup_distributed
-from img2img.filters import create_filter
+from img2img.filters import CommandFilter, create_filter
 from img2img.solve import gauss_newton, lbfgs_refine
 
 __all__ = ["DataConfig", "ModelConfig", "RunFolder", "RunResult", "train_run"]
@@ -50,6 +50,8 @@ class DataConfig:
     crop_size: int = 64  # side of the crops cut from photos
     limit: int | None = None  # at most this many training images
     download: bool = False  # fetch Tiny ImageNet when missing
+    targets: str | None = None  # a folder of targets paired by name with the `data` folder
+    teacher_timeout: float = 60.0  # seconds per photo for a `cmd:` filter's program
 
 
 @dataclass
@@ -200,7 +202,10 @@ def train_run(
     if world > 1:
         train["device"] = str(device)
     writer = rank == 0
-    filter = create_filter(data.filter)
+    # a `cmd:` filter runs only when given in this call; a resumed run's recorded one reads its cache
+    filter = None if data.targets else create_filter(data.filter, allow_commands=not resume)
+    if isinstance(filter, CommandFilter):
+        filter.timeout = float(data.teacher_timeout)
 
     if writer and folder.file(MODEL_FILE).exists() and not (resume or overwrite):
         raise RuntimeError(
@@ -212,13 +217,15 @@ def train_run(
         started = time.perf_counter()
         train_set, val_set = load_filtered_dataset(
             data=data.data,
-            filter=filter.spec,
+            filter=filter,
+            targets=data.targets,
             val_fraction=data.val_fraction,
             seed=data.seed,
             crop_size=data.crop_size,
             limit=data.limit,
             download=data.download,
         )
+        filter = filter or train_set.filter
         log(
             f"data: {len(train_set)} training and {len(val_set)} validation images "
             f"{train_set.image_size[0]}x{train_set.image_size[1]} from {data.data!r}; "

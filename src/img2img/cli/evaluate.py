@@ -41,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
     spec = args.filter or metadata.get("filter")
     if spec is None:
         raise ValueError("the model does not record its filter; pass --filter")
-    if args.filter is None:
-        create_filter(spec, allow_files=False)  # a recorded filter may not read local files
+    # a recorded filter may not read local files nor run a program (a `cmd:` one reads its cache)
+    given = args.filter is not None
+    filt = create_filter(spec, allow_files=given, allow_commands=given)
     # The run's own validation split (same source, seed, fraction and limit), unless --data says otherwise.
     config = {} if args.data else dict(metadata.get("data_config") or {})
+    targets = None if given else config.get("targets")
     _, val = load_filtered_dataset(
         data=args.data or config.get("data") or metadata.get("data") or "samples",
-        filter=spec,
+        filter=None if targets else filt,
+        targets=targets,
         val_fraction=config.get("val_fraction", 0.2),
         seed=config.get("seed", 0),
         crop_size=config.get("crop_size", 64),

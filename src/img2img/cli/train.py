@@ -23,8 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--filter",
-        default="study-sobel",
-        help="filter spec, e.g. 'sobel:dx=1,ksize=5' (see `img2img filters`)",
+        default=None,
+        help="filter spec, e.g. 'sobel:dx=1,ksize=5' (see `img2img filters`; default study-sobel), "
+        "or an external program: 'cmd:PROGRAM ARGS... {in} ... {out}' (run without a shell, "
+        "once per photo, outputs cached)",
+    )
+    parser.add_argument(
+        "--targets",
+        default=None,
+        help="a folder of targets paired by name with the photos of --data (learn photo pairs)",
+    )
+    parser.add_argument(
+        "--teacher-timeout",
+        type=positive_float,
+        default=60.0,
+        help="seconds a cmd: filter's program may take per photo (default 60)",
     )
     parser.add_argument(
         "--arch", default="auto", help="auto, or an architecture from `img2img archs`"
@@ -110,7 +123,12 @@ def run(args: argparse.Namespace) -> int:
     from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 
-    out = args.resume or args.out or default_run_name(args.filter)
+    if args.targets is not None and args.filter is not None:
+        raise ValueError(
+            "--filter and --targets exclude each other: the targets are what is learnt"
+        )
+    spec = "pairs" if args.targets is not None else args.filter or "study-sobel"
+    out = args.resume or args.out or default_run_name(spec)
     train = {
         "max_epochs": args.epochs,
         "early_stopping_patience": args.patience,
@@ -134,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             out,
             DataConfig(
                 data=args.data,
-                filter=args.filter,
+                filter=spec,
+                targets=args.targets,
+                teacher_timeout=args.teacher_timeout,
                 val_fraction=args.val_fraction,
                 seed=args.seed,
                 crop_size=args.crop_size,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +13,13 @@ import numpy as np
 from img2img.data.cache import decode_images
 from img2img.data.filtered import FilteredDataset
 from img2img.data.folder import load_image_folder, report_skipped
+from img2img.data.pairs import PairedCrops, load_pairs
 from img2img.data.samples import load_samples
 from img2img.data.split import check_fraction, check_limit, choose_indices, split_by_group
 from img2img.data.stream import FolderCrops, folder_crops
 from img2img.data.tinyimagenet import TinyImageNet, find_tiny_imagenet, is_tiny_imagenet_layout
 from img2img.filters import Filter, create_filter
+from img2img.filters.external import TeacherFilter
 
 __all__ = ["DATA_SOURCES", "default_filter", "load_filtered_dataset"]
 
@@ -23,6 +27,7 @@ __all__ = ["DATA_SOURCES", "default_filter", "load_filtered_dataset"]
 DATA_SOURCES = ("samples", "tiny-imagenet")
 
 _SAMPLES_MAX_SIDE = 256
+_TEACH_CHUNK = 1024  # crops handed to a teacher at once (read from a memory map)
 
 
 def default_filter(randomize: bool = False, seed: int = 0) -> str:
@@ -34,7 +39,8 @@ def load_filtered_dataset(
     randomize: bool = False,
     *,
     data: str | os.PathLike[str] = "samples",
-    filter: str | Filter | None = None,
+    filter: str | Filter | Callable[[np.ndarray], np.ndarray] | None = None,
+    targets: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
     download: bool = False,
@@ -42,7 +48,11 @@ def load_filtered_dataset(
     cache: bool = True,
     limit: int | None = None,
     stream: bool = False,
-) -> tuple[FilteredDataset, FilteredDataset] | tuple[FolderCrops, FolderCrops]:
+) -> (
+    tuple[FilteredDataset, FilteredDataset]
+    | tuple[FolderCrops, FolderCrops]
+    | tuple[PairedCrops, PairedCrops]
+):
     """Photos from a data source, split without leakage, paired with the filter to imitate.
 
     Both datasets share one uint8 array ``(N, 3, crop, crop)`` (a memory map when
@@ -66,14 +76,25 @@ def load_filtered_dataset(
           ``stream=True`` nothing is decoded in advance: :class:`FolderCrops`
           draw ``crop_size`` crops from the files when batches need them, new
           ones every epoch (for folders larger than memory or of mixed sizes).
+        * with ``targets``: photo pairs, ``data`` a folder of inputs and ``targets``
+          a folder of targets matched by name (:func:`img2img.data.pairs.load_pairs`);
+          :class:`~img2img.data.pairs.PairedCrops` of aligned random crops, split by pair.
+
+    Teachers (``filter="cmd:..."`` or a callable, see :mod:`img2img.filters.external`)
+    work with every source: their outputs are computed for every crop here (a
+    program's are cached on disk), and a crop the teacher fails on is dropped
+    and listed on ``.skipped``. With ``stream=True`` they are computed batch by batch.
 
     Args:
         randomize: With ``filter=None``, use the study's random 3x3 filter drawn
             from ``seed`` (``"study-random:seed=<seed>"``) instead of its Sobel
             target (``"study-sobel"``).
         data: ``"samples"``, ``"tiny-imagenet"`` or a folder.
-        filter: The filter (spec or :class:`~img2img.filters.Filter`); when given,
-            ``randomize`` is ignored.
+        filter: The filter (spec, :class:`~img2img.filters.Filter` or a callable
+            ``(H, W, 3) uint8 -> (H, W[, C])``); when given, ``randomize`` is ignored.
+            A ``cmd:`` spec given here runs its program.
+        targets: A folder of targets paired by name with the photos of the
+            ``data`` folder; ``filter`` must then be ``None``.
         val_fraction: The share of photos for validation, in [0, 1).
         seed: Seed of the split, of the ``limit`` subsets and of the random filter.
         download: Download Tiny ImageNet when it is missing.
@@ -104,7 +125,12 @@ def load_filtered_dataset(
     check_limit(limit)
     if limit == 0:
         raise ValueError("limit must be a positive integer or None; got 0")
-    target = create_filter(filter if filter is not None else default_filter(randomize, int(seed)))
+    if targets is not None:
+        return _pairs(data, targets, filter, stream, crop_size, val_fraction, int(seed), limit)
+    target = create_filter(
+        filter if filter is not None else default_filter(randomize, int(seed)),
+        allow_commands=True,  # the caller's own spec
+    )
     val_limit = _val_limit(limit, val_fraction)
     kind, path = _resolve_source(data, download)
     if stream:
@@ -121,6 +147,8 @@ def load_filtered_dataset(
                 val.paths = list(train.paths)
             else:
                 val.paths = [val.paths[i] for i in choose_indices(len(val.paths), val_limit, seed)]
+        if isinstance(target, TeacherFilter):
+            _teach_rows(target, val.uint8(np.arange(len(val))), None, [], [])
         return train, val
     if kind == "samples":
         samples = load_samples(
@@ -148,11 +176,91 @@ def load_filtered_dataset(
         )
     train = train[choose_indices(len(train), limit, [int(seed), 1])]
     val = val[choose_indices(len(val), val_limit, [int(seed), 2])]
+    if isinstance(target, TeacherFilter):
+        skipped = list(skipped)
+        train, val = _teach(target, images, groups, train, val, source, skipped)
     common = {"groups": groups, "labels": labels, "source": source, "skipped": skipped}
     return (
         FilteredDataset(images, target, indices=train, **common),
         FilteredDataset(images, target, indices=val, **common),
     )
+
+
+def _pairs(
+    data: str | os.PathLike[str],
+    targets: str | os.PathLike[str],
+    filter: object,
+    stream: bool,
+    crop_size: int,
+    val_fraction: float,
+    seed: int,
+    limit: int | None,
+) -> tuple[PairedCrops, PairedCrops]:
+    """Photo pairs from ``data`` (inputs) and ``targets``, after checking the arguments."""
+    if filter is not None:
+        raise ValueError(
+            "filter and targets exclude each other: the targets are what the model learns; "
+            f"got filter={filter!r}"
+        )
+    if stream:
+        raise ValueError("stream=True does not apply to photo pairs (targets=); drop it")
+    if not isinstance(targets, (str, os.PathLike)):
+        raise TypeError(f"targets must be a folder path; got {type(targets).__name__}")
+    if not isinstance(data, (str, os.PathLike)) or not Path(data).expanduser().is_dir():
+        raise ValueError(
+            f"with targets, data must be the folder of input photos; got {str(data)!r}"
+        )
+    return load_pairs(
+        Path(data).expanduser(),
+        Path(targets).expanduser(),
+        crop_size=crop_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        limit=limit,
+    )
+
+
+def _teach(
+    teacher: TeacherFilter,
+    images: np.ndarray,
+    groups: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    source: str,
+    skipped: list[tuple[str, str]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compute the teacher's outputs for the rows in use; rows it fails on leave both splits."""
+    rows = np.union1d(train, val)
+    failed = set()
+    for start in range(0, len(rows), _TEACH_CHUNK):
+        chunk = rows[start : start + _TEACH_CHUNK]
+        names = [f"crop {row} (photo {groups[row]}) of {source}" for row in chunk]
+        failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
+    if failed:
+        warnings.warn(
+            f"the teacher {teacher.spec!r} failed on {len(failed)} of {len(rows)} crops, which are "
+            f"left out (each is listed with its reason on the datasets' .skipped): "
+            + "; ".join(f"{n}: {r}" for n, r in skipped[-len(failed) :][:3]),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        train = train[~np.isin(train, list(failed))]
+        val = val[~np.isin(val, list(failed))]
+    return train, val
+
+
+def _teach_rows(
+    teacher: TeacherFilter,
+    photos: np.ndarray,
+    names: list[str] | None,
+    rows: np.ndarray | list,
+    skipped: list[tuple[str, str]],
+) -> set[int]:
+    """Run the teacher on ``photos``; the rows it failed on (their reasons appended to ``skipped``)."""
+    failures = teacher.prepare(np.asarray(photos), names)
+    for index, reason in failures:
+        skipped.append((names[index] if names else f"photo {index}", reason))
+    return {int(rows[index]) for index, _ in failures} if len(rows) else set()
 
 
 def _val_limit(limit: int | None, val_fraction: float) -> int | None:

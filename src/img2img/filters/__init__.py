@@ -18,14 +18,18 @@ from img2img.filters.base import (
     parse_spec,
 )
 from img2img.filters.chain import Filter, create_filter
+from img2img.filters.external import CallableFilter, CommandFilter, TeacherFilter
 from img2img.filters.ops import rgb_to_gray
 
 __all__ = [
     "GRAY_WEIGHTS",
+    "CallableFilter",
+    "CommandFilter",
     "Filter",
     "FilterEntry",
     "Param",
     "Stage",
+    "TeacherFilter",
     "create_filter",
     "format_filter_table",
     "list_filters",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -260,16 +262,27 @@ def compose_kernels(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return composed.transpose(0, 1).contiguous()
 
 
-def create_filter(spec: str | Filter, *, allow_files: bool = True) -> Filter:
+def create_filter(
+    spec: str | Filter | Callable[[np.ndarray], np.ndarray],
+    *,
+    allow_files: bool = True,
+    allow_commands: bool = False,
+) -> Filter:
     """Build a :class:`Filter` from a spec string.
 
     Args:
         spec: ``name`` or ``name:key=value,...``, stages chained with ``|``
-            (e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``). A :class:`Filter`
-            is returned unchanged.
+            (e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``); ``"cmd:PROGRAM ARGS...
+            {in} ... {out}"`` for an external program as the teacher; or a callable
+            ``(H, W, 3) uint8 -> (H, W) or (H, W, C)`` (see :mod:`img2img.filters.external`).
+            A :class:`Filter` is returned unchanged.
         allow_files: Whether the spec may read a file (``kernel:path=...``). Specs
             that come from checkpoints or run folders are built with ``False``:
             what img2img records is always self-contained (kernels inline).
+        allow_commands: Whether a ``cmd:`` spec may run its program. ``False`` (the
+            default, and always for specs read from files) gives a filter that only
+            reads outputs already cached; the caller that passes a user's own spec
+            says ``True``.
 
     Returns:
         The filter.
@@ -281,6 +294,11 @@ def create_filter(spec: str | Filter, *, allow_files: bool = True) -> Filter:
     """
     if isinstance(spec, Filter):
         return spec
+    # (imported here: the teachers' module builds on this one)
+    from img2img.filters.external import TEACHER_PREFIXES, teacher_from_spec
+
+    if callable(spec) or (isinstance(spec, str) and spec.strip().startswith(TEACHER_PREFIXES)):
+        return teacher_from_spec(spec, allow_commands=allow_commands)
     parsed = parse_spec(spec)
     if not allow_files:
         for name, values, _ in parsed:
