@@ -235,7 +235,9 @@ def train_run(
             folder.write_json(CONFIG_FILE, _config_record(data, model_config, train))
         choice = None
         if model_config.arch == "auto":
-            choice = choose_arch(filter)
+            choice = choose_arch(filter, train_set)
+            if choice.probe_line:
+                log(choice.probe_line)
             log(f"arch auto: {choice.reason}")
             arch, options = choice.arch, {**choice.options, **model_config.options}
         else:
@@ -308,6 +310,10 @@ def train_run(
             "method": metadata["method"],
             "filter": filter.canonical,
         }
+        if choice is not None:
+            record["resolved"]["auto"] = choice.to_dict()
+            if choice.probe is not None:
+                metrics["probe"] = {"line": choice.probe_line, **choice.probe}
         folder.write_json(CONFIG_FILE, record)
         folder.write_history(train_losses, val_losses)
         folder.write_json(METRICS_FILE, metrics)

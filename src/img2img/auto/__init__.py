@@ -76,149 +76,37 @@ at a time):
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from img2img.filters import Filter
+from img2img.auto.probed import choice_from_probe, choose_for_teacher, probe_teacher
+from img2img.auto.recipes import (
+    DEFAULT_RECIPE,
+    NONLINEAR_ARCH,
+    POINTWISE_OF_LINEAR,
+    POINTWISE_RECIPE,
+    AutoChoice,
+    Recipe,
+)
+from img2img.filters import Filter, TeacherFilter
 from img2img.models import create_img2img_model
+from img2img.models.registry import get_arch
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "NONLINEAR_ARCH",
     "POINTWISE_OF_LINEAR",
+    "POINTWISE_RECIPE",
     "AutoChoice",
     "Recipe",
+    "choice_from_probe",
     "choose_arch",
+    "default_model",
     "fit_auto",
+    "probe_teacher",
 ]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How ``--arch auto`` learns filters whose last non-linear stage is of one kind.
-
-    Attributes:
-        arch: The architecture.
-        options: Its fixed options.
-        sized: The option that receives the filter's support (``window``: the
-            neighbourhood; ``feature_size``: the linear features), so that the
-            receptive field covers the filter; ``None``: no sizing.
-        train: Options of :func:`img2img.train_model` (loss, learning rate, batch size).
-        refine: Settings of the L-BFGS polish after training (see :func:`img2img.solve.lbfgs_refine`):
-            ``images`` and ``steps``, and ``share``, the fraction of a time budget
-            it takes from training; empty: none.
-        reason: Why, with the benchmark's numbers.
-    """
-
-    arch: str
-    options: dict[str, Any]
-    sized: str | None
-    train: dict[str, Any]
-    refine: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-
-
-#: Stages that are a pointwise function of linear responses.
-POINTWISE_OF_LINEAR = {"magnitude", "threshold", "abs", "clip"}
-
-_GRADIENT_TRAIN = {"loss": "mse", "batch_size": 8}
-#: The L-BFGS polish of the neighbourhood recipes: photos, steps, share of the time budget.
-_REFINE = {"images": 128, "steps": 200, "share": 0.25}
-
-#: The recipe for pointwise functions of linear responses.
-POINTWISE_RECIPE = Recipe(
-    "neighbourhood",
-    {"features": 8, "window": 1, "sort": False, "absolute": True, "hidden": 32, "layers": 2},
-    "feature_size",
-    {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-    _REFINE,
-    reason="a pointwise function of linear responses: linear features of its support, their "
-    "absolute values (norms become linear) and a per-pixel MLP",
-)
-
-_RANK = Recipe(
-    "neighbourhood",
-    {"features": 1, "feature_size": 1, "values": True, "sort": True, "hidden": 32, "layers": 2},
-    "window",
-    {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-    _REFINE,
-    reason="a rank filter: the sorted window makes it linear in the head's inputs",
-)
-
-_TWO_RANK_STEPS = dataclasses.replace(
-    _RANK,
-    reason="two rank steps: the sorted window of their support, the MLP composes them "
-    "(not benchmarked)",
-)
-
-#: For the other non-linear stages, the recipe that did best in benchmarks/quality.py.
-NONLINEAR_ARCH: dict[str, Recipe] = {
-    "median": _RANK,
-    "dilate": _RANK,
-    "erode": _RANK,
-    "open": _TWO_RANK_STEPS,
-    "close": _TWO_RANK_STEPS,
-    "bilateral": Recipe(
-        "neighbourhood",
-        {
-            "features": 1,
-            "feature_size": 1,
-            "sort": False,
-            "absolute": True,
-            "relative": True,
-            "hidden": 64,
-            "layers": 2,
-        },
-        "window",
-        {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-        _REFINE,
-        reason="a weighted mean of its window, weights falling with the difference to the "
-        "centre: linear smoothing + an MLP of the (absolute) differences",
-    ),
-    "canny": Recipe(
-        "neighbourhood",
-        {"features": 4, "window": 3, "sort": False, "absolute": True, "hidden": 64, "layers": 3},
-        "feature_size",
-        {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-        {**_REFINE, "images": 64},
-        reason="absolute derivatives over a 3x3 window: what non-maximum suppression and the "
-        "thresholds compare (the hysteresis is not local)",
-    ),
-}
-
-#: Stages without a recipe of their own.
-DEFAULT_RECIPE = Recipe(
-    "can",
-    {},
-    None,
-    {"loss": "mse", "learning_rate": 3e-3},
-    reason="the general context-aggregation network",
-)
-
-
-@dataclass
-class AutoChoice:
-    """What ``--arch auto`` does for a filter.
-
-    Attributes:
-        method: ``"exact"`` (least squares, linear filters) or ``"gradient"``.
-        arch: The architecture.
-        options: Its options.
-        train: Training settings that suit it (loss, learning rate, batch size).
-        refine: The L-BFGS polish after training (:func:`img2img.solve.lbfgs_refine`'s ``images``,
-            ``steps``, and ``share``, the fraction of a time budget it takes); empty: none.
-        reason: One line saying why.
-    """
-
-    method: str
-    arch: str
-    options: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    refine: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
 
 
 def _support(filter: Filter) -> int:
@@ -242,11 +130,17 @@ def _sized_options(recipe: Recipe, filter: Filter) -> dict[str, Any]:
     return options
 
 
-def choose_arch(filter: Filter) -> AutoChoice:
+def choose_arch(filter: Filter, dataset: Any = None) -> AutoChoice:
     """Pick how to learn ``filter``.
+
+    A teacher img2img knows nothing of (:class:`~img2img.filters.TeacherFilter`) is
+    probed first: see :mod:`img2img.auto.probed` (the choice then carries the
+    probe's report and a ``probe_line``).
 
     Args:
         filter: The target filter.
+        dataset: Its training dataset: the pairs a teacher that cannot be called is
+            probed on (unused for other filters).
 
     Returns:
         An exact least-squares fit with a kernel covering the support for linear
@@ -255,6 +149,8 @@ def choose_arch(filter: Filter) -> AutoChoice:
         :data:`NONLINEAR_ARCH` (:data:`DEFAULT_RECIPE` for a stage it lacks), its
         window or features sized to the filter's support.
     """
+    if isinstance(filter, TeacherFilter):
+        return choose_for_teacher(filter, dataset)
     if filter.linear:
         kh, kw = filter.kernel_size
         return AutoChoice(
@@ -327,9 +223,10 @@ def fit_auto(
 def default_model(filter: Filter, arch: str, options: dict[str, Any]) -> nn.Module:
     """A model for ``filter``: RGB in, the filter's channels out; borders match the filter's.
 
-    The study's network keeps its zero padding unless ``border`` is given.
+    The study's network keeps its zero padding unless ``border`` is given; an
+    architecture without a ``border`` option gets none.
     """
     options = dict(options)
-    if arch != "study":
+    if arch != "study" and "border" in get_arch(arch).defaults:
         options.setdefault("border", filter.border)
     return create_img2img_model(3, filter.out_channels, arch, **options)

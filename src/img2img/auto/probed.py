@@ -1,0 +1,250 @@
+"""``--arch auto`` for teachers img2img knows nothing of: the operator probe decides.
+
+A teacher (:class:`~img2img.filters.TeacherFilter`: a ``cmd:`` program, a Python
+callable, targets given as files) has no stages to read a recipe from. So
+:func:`probe_teacher` measures it with :func:`img2img.probe.probe_operator`: on
+the operator itself when it can be called (a callable; a program allowed to
+run), else on ``(input, target)`` pairs drawn from the dataset; and
+:func:`choice_from_probe` maps the verdict to a recipe:
+
+=========  ====================================================================================
+verdict    choice
+=========  ====================================================================================
+linear     the exact least-squares fit, kernel ``2r + 1`` from the probe's radius ``r`` (a
+           3->3 colour matrix when ``r`` is 0 and the outputs are RGB; at most
+           :data:`MAX_EXACT_KERNEL` when the support is unbounded or wider)
+pointwise  ``lut3d`` (a 3D lookup table) when registered, else ``pixelmlp``, else a 1x1
+           ``neighbourhood`` network (linear colour features, their absolute values, an MLP)
+local      radius ``r`` with ``2r + 1 <=`` :data:`LOCAL_WINDOW_MAX`: ``neighbourhood`` with window
+           ``2r + 1``, the window in place, sorted and absolute, MLP 64x2 (the general form of
+           the rank and bilateral recipes); wider: ``can`` (33 px receptive field)
+global     ``can`` with 6 layers: a 65 px receptive field, wider than the training crops
+=========  ====================================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from img2img.auto.recipes import DEFAULT_RECIPE, GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img.data.targets import target_scale
+from img2img.filters import CallableFilter, CommandFilter, TeacherFilter
+from img2img.models import list_archs
+from img2img.probe import ProbeReport, probe_operator
+
+__all__ = [
+    "LOCAL_WINDOW_MAX",
+    "MAX_EXACT_KERNEL",
+    "PROBE_PAIRS",
+    "choice_from_probe",
+    "choose_for_teacher",
+    "probe_teacher",
+]
+
+#: The widest kernel the exact fit gets (a linear teacher of unbounded or wider support).
+MAX_EXACT_KERNEL = 21
+#: The widest window of the local ``neighbourhood`` recipe; wider supports get ``can``.
+LOCAL_WINDOW_MAX = 7
+#: Pairs drawn from the dataset when the teacher cannot be called.
+PROBE_PAIRS = 16
+
+_LOCAL_OPTIONS = {
+    "feature_size": 1,
+    "values": True,
+    "sort": True,
+    "absolute": True,
+    "hidden": 64,
+    "layers": 2,
+}
+_POINTWISE_OPTIONS = {
+    "feature_size": 1,
+    "window": 1,
+    "sort": False,
+    "absolute": True,
+    "hidden": 64,
+    "layers": 2,
+}
+
+
+def _callable(teacher: TeacherFilter) -> bool:
+    """Whether the probe may call the teacher (a callable, or a program allowed to run)."""
+    if isinstance(teacher, CommandFilter):
+        return teacher.allow_run
+    return isinstance(teacher, CallableFilter)
+
+
+def dataset_pairs(dataset: Any, count: int = PROBE_PAIRS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Up to ``count`` ``(input uint8 (H, W, 3), target float64 (H, W, C))`` pairs, spread evenly.
+
+    Args:
+        dataset: A dataset with ``batch(positions, device)`` or ``(input, target)`` items
+            ``(3, H, W)`` and ``(C, H, W)`` floats.
+        count: How many.
+    """
+    total = len(dataset)
+    if total == 0:
+        raise ValueError("dataset is empty: there are no pairs to probe")
+    positions = np.unique(np.linspace(0, total - 1, min(total, count)).round().astype(np.int64))
+    if hasattr(dataset, "batch"):
+        inputs, targets = dataset.batch(positions, "cpu")
+    else:
+        items = [dataset[int(i)] for i in positions]
+        inputs = torch.stack([torch.as_tensor(x) for x, _ in items])
+        targets = torch.stack([torch.as_tensor(y) for _, y in items])
+    photos = inputs.float().mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    photos_np = photos.permute(0, 2, 3, 1).numpy()
+    targets_np = targets.double().permute(0, 2, 3, 1).numpy()
+    pairs = zip(photos_np, targets_np, strict=True)
+    return [(np.ascontiguousarray(p), np.ascontiguousarray(t)) for p, t in pairs]
+
+
+def probe_teacher(teacher: TeacherFilter, dataset: Any = None, *, seed: int = 0) -> ProbeReport:
+    """Probe a teacher: the operator when it can be called, else pairs from ``dataset``.
+
+    Args:
+        teacher: The teacher.
+        dataset: Its training dataset (for pairs; needed when the teacher cannot be called).
+        seed: The probe's seed.
+
+    Raises:
+        ValueError: When the teacher cannot be called and there is no dataset, or the
+            probe fails (see :func:`~img2img.probe.probe_operator`).
+    """
+    if _callable(teacher):
+
+        def operator(photo: np.ndarray) -> np.ndarray:
+            output = teacher.output(photo, "a probe image")
+            return output.transpose(1, 2, 0).astype(np.float64) * target_scale(output.dtype)
+
+        return probe_operator(operator, seed=seed)
+    if dataset is None:
+        raise ValueError(
+            f"filter {teacher.spec!r} cannot be run here, and no dataset was given to probe "
+            "its pairs"
+        )
+    return probe_operator(pairs=dataset_pairs(dataset), seed=seed)
+
+
+def _registered() -> set[str]:
+    return {entry.name for entry in list_archs()}
+
+
+def _options_text(options: dict[str, Any], keys: tuple[str, ...]) -> str:
+    shown = [f"{k}={options[k]}" for k in keys if k in options]
+    return ", ".join(shown)
+
+
+def choice_from_probe(report: ProbeReport, border: str = "reflect101") -> AutoChoice:
+    """The recipe for an operator of the probed kind (see the module's table).
+
+    Args:
+        report: What the probe found.
+        border: The border the model extends images by.
+
+    Returns:
+        The choice, with ``probe`` (the report) and ``probe_line`` set.
+    """
+    verdict, radius, channels = report.verdict, report.support_radius, report.channels_out
+    found = f"probe: {verdict}, " + ("radius unbounded" if radius is None else f"radius {radius}")
+    if verdict == "linear":
+        size = MAX_EXACT_KERNEL if radius is None else min(2 * radius + 1, MAX_EXACT_KERNEL)
+        what = "3->3 colour matrix" if size == 1 and channels == 3 else f"{size}x{size} kernel"
+        choice = AutoChoice(
+            "exact",
+            "linear",
+            {"kernel_size": size, "depth": 1, "border": border},
+            reason=f"probed linear operator: exact least-squares fit of a {what}",
+        )
+        chosen = f"exact linear fit (kernel_size={size}{', colour matrix' if size == 1 else ''})"
+    else:
+        choice = _gradient_choice(verdict, radius, channels, border)
+        keys = ("window", "features", "depth")
+        chosen = f"{choice.arch}({_options_text(choice.options, keys)})"
+    choice.probe = report.to_dict()
+    choice.probe_line = f"{found} -> {chosen}"
+    return choice
+
+
+def _gradient_choice(verdict: str, radius: int | None, channels: int, border: str) -> AutoChoice:
+    """The gradient recipe for a non-linear verdict."""
+    refine = dict(REFINE)
+    if verdict == "pointwise":
+        registered = _registered()
+        for arch in ("lut3d", "pixelmlp"):
+            if arch in registered:
+                return AutoChoice(
+                    "gradient",
+                    arch,
+                    {},
+                    {**GRADIENT_TRAIN, "learning_rate": 3e-3},
+                    reason=f"probed pointwise operator: {arch}, a function of each pixel's colour",
+                )
+        options = {**_POINTWISE_OPTIONS, "features": max(8, channels), "border": border}
+        return AutoChoice(
+            "gradient",
+            "neighbourhood",
+            options,
+            {**GRADIENT_TRAIN, "learning_rate": 3e-3},
+            refine,
+            reason="probed pointwise operator: a 1x1 network (colour features, their absolute "
+            "values, an MLP)",
+        )
+    if verdict == "local" and radius is not None and 2 * radius + 1 <= LOCAL_WINDOW_MAX:
+        options = {
+            **_LOCAL_OPTIONS,
+            "features": max(3, channels),
+            "window": 2 * radius + 1,
+            "border": border,
+        }
+        return AutoChoice(
+            "gradient",
+            "neighbourhood",
+            options,
+            {**GRADIENT_TRAIN, "learning_rate": 3e-3},
+            refine,
+            reason=f"probed local operator of radius {radius}: each pixel's window in place, "
+            "sorted and absolute, and an MLP",
+        )
+    if verdict == "local":
+        return AutoChoice(
+            "gradient",
+            "can",
+            {**DEFAULT_RECIPE.options, "border": border},
+            dict(DEFAULT_RECIPE.train),
+            reason=f"probed local operator of radius {radius}: wider than a neighbourhood "
+            "window, the context-aggregation network (33 px receptive field)",
+        )
+    return AutoChoice(
+        "gradient",
+        "can",
+        {**DEFAULT_RECIPE.options, "depth": 6, "border": border},
+        dict(DEFAULT_RECIPE.train),
+        reason="probed global operator: the context-aggregation network with 6 layers "
+        "(65 px receptive field, wider than the training crops)",
+    )
+
+
+def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoice:
+    """Probe a teacher and choose; a probe that fails falls back to ``can`` and says why.
+
+    Args:
+        teacher: The teacher.
+        dataset: Its training dataset (pairs for a teacher that cannot be called).
+    """
+    try:
+        report = probe_teacher(teacher, dataset)
+    except (ValueError, TypeError, RuntimeError, OSError) as error:
+        detail = " ".join(str(error).split())
+        choice = AutoChoice(
+            "gradient",
+            DEFAULT_RECIPE.arch,
+            {**DEFAULT_RECIPE.options, "border": teacher.border},
+            dict(DEFAULT_RECIPE.train),
+            reason=f"the probe failed ({detail}): {DEFAULT_RECIPE.reason}",
+        )
+        choice.probe_line = f"probe: failed ({detail}) -> {DEFAULT_RECIPE.arch}"
+        return choice
+    return choice_from_probe(report, teacher.border)
