@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNS ?= runs
 
-.PHONY: demo test lint bench quality clean
+.PHONY: demo test lint bench quality operators clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)  ## speed benchmarks at full size (minutes)
 
 quality: $(STAMP)  ## the quality table (about 25 minutes on 2 cores)
 	$(BIN)/python benchmarks/quality.py
+
+operators: $(STAMP)  ## quality on third-party operators: ImageMagick, Pillow, scikit-image, OpenCV (about 2 hours)
+	$(BIN)/python benchmarks/operators.py
 
 clean:
 	rm -rf $(VENV) $(RUNS) build dist src/*.egg-info
