@@ -6,8 +6,11 @@ A non-linear filter is learnt by gradient descent with the :class:`Recipe` of it
 last non-linear stage (:data:`POINTWISE_RECIPE`, :data:`NONLINEAR_ARCH`): an
 architecture whose receptive field is sized to the filter's support, training
 settings, and an L-BFGS polish (:func:`img2img.solve.lbfgs_refine`) that takes the last quarter of
-a time budget. The recipes were chosen with ``benchmarks/quality.py`` (120 s a
-filter on two CPU cores, the mini Tiny ImageNet's 5000 training photos,
+a time budget. A teacher img2img knows nothing of (a ``cmd:`` program, a callable,
+given targets) has no stages: :mod:`img2img.auto.probed` measures it with the
+operator probe and maps the verdict to a recipe (``benchmarks/operators.py``
+measures it on third-party tools). The recipes were chosen with
+``benchmarks/quality.py`` (120 s a filter on two CPU cores, the mini Tiny ImageNet's 5000 training photos,
 validated on its 500; the study's network under the same budget for
 comparison; table in ``benchmarks/results/quality.md``):
 
