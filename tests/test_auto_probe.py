@@ -110,6 +110,26 @@ def test_given_targets_are_probed_on_the_datasets_pairs() -> None:
     assert (choice.method, choice.options["kernel_size"]) == ("exact", 5)
 
 
+@pytest.mark.parametrize(
+    ("flag", "border"),
+    [
+        (cv2.BORDER_REPLICATE, "replicate"),
+        (cv2.BORDER_REFLECT, "reflect"),
+        (cv2.BORDER_CONSTANT, "constant"),
+        (cv2.BORDER_REFLECT_101, "reflect101"),
+    ],
+)
+def test_the_teachers_border_is_matched_on_the_data(flag: int, border: str) -> None:
+    def blur(photo: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(photo, (5, 5), 0, borderType=flag)
+
+    teacher = CallableFilter(blur)
+    train_set, _ = load_filtered_dataset(filter=teacher, limit=8)
+    choice = choose_arch(teacher, train_set)
+    assert choice.options["border"] == border
+    assert choice.probe_line.endswith(f", border {border}")
+
+
 def test_a_teacher_that_cannot_be_probed_falls_back_and_says_why() -> None:
     choice = choose_arch(GivenTargets("pairs:targets"))  # neither callable nor pairs
     assert choice.arch == "can" and choice.probe is None
@@ -126,9 +146,11 @@ def test_a_run_records_and_prints_the_probe(tmp_path: Path) -> None:
         figures=False,
         log=lines.append,
     )
-    assert "probe: linear, radius 2 -> exact linear fit (kernel_size=5)" in lines
+    line = "probe: linear, radius 2 -> exact linear fit (kernel_size=5), border reflect101"
+    assert line in lines
     metrics = json.loads((result.folder / "metrics.json").read_text())
     assert metrics["probe"]["verdict"] == "linear" and metrics["probe"]["support_radius"] == 2
     config = json.loads((result.folder / "config.json").read_text())
     assert config["resolved"]["auto"]["options"]["kernel_size"] == 5
+    assert config["resolved"]["auto"]["options"]["border"] == "reflect101"
     assert metrics["psnr"] > 45.0  # the exact fit of an 8-bit Gaussian: rounding is the error

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 
 from img2img.auto.recipes import DEFAULT_RECIPE, GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img.border import BORDER_MODES
 from img2img.data.targets import target_scale
 from img2img.filters import CallableFilter, CommandFilter, TeacherFilter
-from img2img.models import list_archs
+from img2img.models import create_img2img_model, list_archs
 from img2img.probe import ProbeReport, probe_operator
+from img2img.solve import fit_linear
 
 __all__ = [
     "LOCAL_WINDOW_MAX",
@@ -41,6 +43,7 @@ __all__ = [
     "PROBE_PAIRS",
     "choice_from_probe",
     "choose_for_teacher",
+    "match_border",
     "probe_teacher",
 ]
 
@@ -50,6 +53,8 @@ MAX_EXACT_KERNEL = 21
 LOCAL_WINDOW_MAX = 7
 #: Pairs drawn from the dataset when the teacher cannot be called.
 PROBE_PAIRS = 16
+#: Photos the border is matched on, and the widest kernel it is matched with.
+BORDER_PHOTOS, BORDER_KERNEL_MAX = 32, 9
 
 _LOCAL_OPTIONS = {
     "feature_size": 1,
@@ -227,8 +232,56 @@ def _gradient_choice(verdict: str, radius: int | None, channels: int, border: st
     )
 
 
+def match_border(dataset: Any, kernel_size: int, photos: int = BORDER_PHOTOS) -> str:
+    """The border extension under which a linear fit matches the teacher best near the edges.
+
+    A teacher's border handling is unknown (ImageMagick replicates the edge,
+    OpenCV reflects it): the exact least-squares ``kernel_size`` fit (made on the
+    photos' inner pixels, so the border cannot bias it) is applied with every
+    border of :data:`img2img.border.BORDER_MODES`, and the one with the least
+    squared error over ``photos`` photos wins (ties: the first, ``reflect101``).
+
+    Args:
+        dataset: The training dataset (``batch(positions, device)``).
+        kernel_size: The odd side of the linear fit.
+        photos: How many photos (spread evenly).
+
+    Returns:
+        The border's name.
+    """
+    count = min(len(dataset), photos)
+    positions = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(np.int64))
+    fitted = fit_linear(dataset, kernel_size, max_images=count)
+    inputs, targets = dataset.batch(positions, "cpu")
+    errors = {}
+    for border in BORDER_MODES:
+        if border == "wrap":  # no tool extends photos periodically by default
+            continue
+        model = create_img2img_model(
+            3, targets.shape[1], "linear", kernel_size=kernel_size, depth=1, border=border
+        )
+        model.load_state_dict(fitted.state_dict())
+        with torch.no_grad():
+            errors[border] = float((model(inputs) - targets).double().pow(2).mean())
+    return min(errors, key=errors.__getitem__)
+
+
+def _with_border(choice: AutoChoice, dataset: Any, radius: int | None) -> AutoChoice:
+    """The choice with the border that matches the teacher's (:func:`match_border`)."""
+    size = 5 if radius is None else min(2 * radius + 1, BORDER_KERNEL_MAX)
+    if "border" not in choice.options or size < 3 or not hasattr(dataset, "batch"):
+        return choice
+    border = match_border(dataset, size)
+    choice.options["border"] = border
+    choice.probe_line += f", border {border}"
+    return choice
+
+
 def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoice:
     """Probe a teacher and choose; a probe that fails falls back to ``can`` and says why.
+
+    With a dataset, the border extension is matched too (:func:`match_border`)
+    unless the operator is pointwise.
 
     Args:
         teacher: The teacher.
@@ -247,4 +300,7 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
         )
         choice.probe_line = f"probe: failed ({detail}) -> {DEFAULT_RECIPE.arch}"
         return choice
-    return choice_from_probe(report, teacher.border)
+    choice = choice_from_probe(report, teacher.border)
+    if dataset is None or report.verdict == "pointwise":
+        return choice
+    return _with_border(choice, dataset, report.support_radius)
