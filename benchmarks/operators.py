@@ -250,7 +250,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "rounded to uint8 by the benchmark. Auto's time includes the probe and loading data; "
         f"{config['threads']} torch threads on {config['device']}, load average "
         f"{config['load_average']} at the start ({config['cpu_count']} CPUs, shared); "
-        f"torch {config['torch']}; {config['date']}.",
+        f"torch {config['torch']}; {config['date']}; {config.get('done', '')} done in "
+        f"{config.get('seconds', 0) / 60:.0f} min.",
         "",
         "Missing tools (their operators left out): " + (", ".join(missing) if missing else "none."),
         "",
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
+    result = {"config": config, "rows": rows, "failed": failed}
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="operators-")))
@@ -366,20 +368,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     detail = " ".join(str(error).split())[:300]
                     print(f"{op.name}: failed: {detail}", file=sys.stderr, flush=True)
                     failed.append({"operator": op.name, "tool": op.tool, "error": detail})
+                config["seconds"] = time.perf_counter() - started
+                config["done"] = f"{len(rows) + len(failed)} of {len(operators)} operators"
+                _write(result, args.out)  # after every operator: a partial table survives a stop
         finally:
             if previous is None:
                 os.environ.pop("IMG2IMG_CACHE", None)
             else:
                 os.environ["IMG2IMG_CACHE"] = previous
-    config["seconds"] = time.perf_counter() - started
-    result = {"config": config, "rows": rows, "failed": failed}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "operators.json").write_text(
-        json.dumps(_finite(result), indent=2, allow_nan=False) + "\n"
-    )
-    write_markdown(result, args.out / "operators.md")
     print(f"wrote {args.out / 'operators.md'} and operators.json", file=sys.stderr)
     return result
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
+    """Write ``operators.json`` and ``operators.md`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "operators.json").write_text(
+        json.dumps(_finite(result), indent=2, allow_nan=False) + "\n"
+    )
+    write_markdown(result, out / "operators.md")
 
 
 if __name__ == "__main__":
