@@ -90,14 +90,16 @@ def test_histogram_equalisation_teacher_gets_the_global_choice() -> None:
     choice = choose_arch(CallableFilter(equalize))
     assert choice.probe["verdict"] == "global"
     assert choice.probe["support_radius"] is None
-    assert choice.arch == "can" and choice.options["depth"] == 6
-    assert choice.probe_line.startswith("probe: global, radius unbounded -> can(")
+    assert choice.arch == "neighbourhood" and choice.options["feature_size"] == 9
+    assert choice.probe_line.startswith("probe: global, radius unbounded -> neighbourhood(")
 
 
 def test_wide_or_unbounded_supports_get_wide_recipes() -> None:
     report = probe_operator(lambda photo: cv2.medianBlur(photo, 2 * LOCAL_WINDOW_MAX + 1))
     assert report.verdict == "local" and 2 * report.support_radius + 1 > LOCAL_WINDOW_MAX
-    assert choice_from_probe(report).arch == "can"
+    wide = choice_from_probe(report)
+    assert wide.arch == "neighbourhood" and wide.options["window"] == 3
+    assert wide.options["feature_size"] == 2 * report.support_radius - 1
     linear = probe_operator(lambda photo: cv2.blur(photo, (31, 31)))
     assert choice_from_probe(linear).options["kernel_size"] == MAX_EXACT_KERNEL
 
