@@ -99,8 +99,18 @@ def pil_contrast(photo: np.ndarray) -> np.ndarray:
 
 
 def sk_unsharp(photo: np.ndarray) -> np.ndarray:
-    """scikit-image ``filters.unsharp_mask(radius=2, amount=1)``, per channel, to uint8."""
-    return _to_uint8(filters.unsharp_mask(photo, radius=2, amount=1.0, channel_axis=-1))
+    """scikit-image ``filters.unsharp_mask(radius=2, amount=1)``, channel by channel, to uint8.
+
+    Each channel goes in alone, contiguous, as floats in [0, 1], so the output is in
+    [0, 1], clipped (scikit-image 0.26 with ``channel_axis=-1`` returns values far
+    outside that range).
+    """
+    image = photo.astype(np.float64) / 255.0
+    channels = [
+        filters.unsharp_mask(np.ascontiguousarray(image[..., c]), radius=2, amount=1.0)
+        for c in range(image.shape[2])
+    ]
+    return _to_uint8(np.stack(channels, axis=-1))
 
 
 def sk_gamma(photo: np.ndarray) -> np.ndarray:

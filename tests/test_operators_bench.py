@@ -10,6 +10,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from skimage import filters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,18 @@ def test_callables_map_uint8_photos_to_uint8_photos(operators: ModuleType) -> No
         if callable(op.teacher):
             output = op.teacher(photo.copy())
             assert output.dtype == np.uint8 and output.shape == photo.shape, op.name
+            assert 0 < output.mean() < 255, op.name  # not saturated by a wrong range
+
+
+def test_unsharp_mask_is_scikit_images_in_the_unit_range(operators: ModuleType) -> None:
+    third_party = sys.modules["third_party"]
+    photo = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    got = third_party.sk_unsharp(photo)
+    for c in range(3):
+        channel = np.ascontiguousarray(photo[..., c] / 255.0)
+        expected = filters.unsharp_mask(channel, radius=2, amount=1.0)
+        assert expected.min() >= 0.0 and expected.max() <= 1.0
+        assert np.abs(got[..., c] / 255.0 - expected).max() <= 0.5 / 255 + 1e-12
 
 
 def test_missing_tools_are_named(operators: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
