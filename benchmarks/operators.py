@@ -247,7 +247,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"{config['train_images']} photos of `{config['root_name']}` (train split), certified on "
         f"{config['val_images']} validation photos (errors on outputs in [0, 1]; exact: the share "
         "of output values equal to the target's at 8 bits). Float outputs of scikit-image are "
-        "rounded to uint8 by the benchmark. Auto's time includes the probe and loading data; "
+        "rounded to uint8 by the benchmark. `auto s`: training time (gradient; the budget includes "
+        "the L-BFGS polish), or the whole run with the probe and loading data (exact fits); "
         f"{config['threads']} torch threads on {config['device']}, load average "
         f"{config['load_average']} at the start ({config['cpu_count']} CPUs, shared); "
         f"torch {config['torch']}; {config['date']}; {config.get('done', '')} done in "
@@ -255,6 +256,7 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         "Missing tools (their operators left out): " + (", ".join(missing) if missing else "none."),
         "",
+        *([f"Run again: {config['rerun']}.", ""] if config.get("rerun") else []),
         "| " + " | ".join(HEADER) + " |",
         "|---|---|---|---|" + "---:|" * 12 + "---|",
     ]
