@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 # Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="-x tests/test_viz.py".
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench quality clean
+.PHONY: demo test lint bench quality operators clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)  ## speed benchmarks at full size (minutes)
 
 quality: $(STAMP)  ## the quality table (about 25 minutes on 2 cores)
 	$(BIN)/python benchmarks/quality.py
+
+operators: $(STAMP)  ## quality on third-party operators: ImageMagick, Pillow, scikit-image, OpenCV (about 2 hours)
+	$(BIN)/python benchmarks/operators.py
 
 clean:
 	rm -rf $(VENV) $(RUNS) build dist src/*.egg-info

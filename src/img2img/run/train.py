@@ -165,7 +165,9 @@ def _train(
         folder.write_json(CONFIG_FILE, config_record(data, model_config, train))
     choice = None
     if model_config.arch == "auto":
-        choice = choose_arch(filter)
+        choice = choose_arch(filter, train_set)
+        if choice.probe_line:
+            log(choice.probe_line)
         log(f"arch auto: {choice.reason}")
         arch, options = choice.arch, {**choice.options, **model_config.options}
     else:
@@ -193,6 +195,9 @@ def _train(
     metrics = _evaluate(
         network, val_set, filter, seconds, compute_metrics, str(device), result, polish
     )
+    if choice is not None and choice.probe is not None:
+        metrics["probe"] = {"line": choice.probe_line, **choice.probe}
+        metrics["certificate"]["probe"] = metrics["probe"]
     save_model(network, folder.file(MODEL_FILE), **metadata, metrics=metrics)
     record = config_record(data, model_config, train)
     record["resolved"] = {
@@ -203,6 +208,8 @@ def _train(
         "engine": result.engine,
         "engine_reason": result.engine_reason,
     }
+    if choice is not None:
+        record["resolved"]["auto"] = choice.to_dict()
     folder.write_json(CONFIG_FILE, record)
     folder.write_history(train_losses, val_losses)
     if figures:

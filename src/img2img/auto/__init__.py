@@ -6,8 +6,11 @@ A non-linear filter is learnt by gradient descent with the :class:`Recipe` of it
 last non-linear stage (:data:`POINTWISE_RECIPE`, :data:`NONLINEAR_ARCH`): an
 architecture whose receptive field is sized to the filter's support, training
 settings, and an L-BFGS polish (:func:`img2img.solve.lbfgs_refine`) that takes the last quarter of
-a time budget. The recipes were chosen with ``benchmarks/quality.py`` (120 s a
-filter on two CPU cores, the mini Tiny ImageNet's 5000 training photos,
+a time budget. A teacher img2img knows nothing of (a ``cmd:`` program, a callable,
+given targets) has no stages: :mod:`img2img.auto.probed` measures it with the
+operator probe and maps the verdict to a recipe (``benchmarks/operators.py``
+measures it on third-party tools). The recipes were chosen with
+``benchmarks/quality.py`` (120 s a filter on two CPU cores, the mini Tiny ImageNet's 5000 training photos,
 validated on its 500; the study's network under the same budget for
 comparison; table in ``benchmarks/results/quality.md``):
 
@@ -76,151 +79,42 @@ at a time):
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from img2img.filters import Filter
+from img2img.auto.probed import choice_from_probe, choose_for_teacher, probe_teacher
+from img2img.auto.recipes import (
+    DEFAULT_RECIPE,
+    NONLINEAR_ARCH,
+    POINTWISE_OF_LINEAR,
+    POINTWISE_RECIPE,
+    VERDICT_ARCHS,
+    AutoChoice,
+    Recipe,
+    arch_for_verdict,
+)
+from img2img.filters import Filter, TeacherFilter
 from img2img.models import create_img2img_model
+from img2img.models.registry import get_arch
 from img2img.train.config import TrainResult
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "NONLINEAR_ARCH",
     "POINTWISE_OF_LINEAR",
+    "POINTWISE_RECIPE",
+    "VERDICT_ARCHS",
     "AutoChoice",
     "Recipe",
     "arch_for_verdict",
+    "choice_from_probe",
     "choose_arch",
+    "default_model",
     "fit_auto",
+    "probe_teacher",
 ]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How ``--arch auto`` learns filters whose last non-linear stage is of one kind.
-
-    Attributes:
-        arch: The architecture.
-        options: Its fixed options.
-        sized: The option that receives the filter's support (``window``: the
-            neighbourhood; ``feature_size``: the linear features), so that the
-            receptive field covers the filter; ``None``: no sizing.
-        train: Options of :func:`img2img.train_model` (loss, learning rate, batch size).
-        refine: Settings of the L-BFGS polish after training (see :func:`img2img.solve.lbfgs_refine`):
-            ``images`` and ``steps``, and ``share``, the fraction of a time budget
-            it takes from training; empty: none.
-        reason: Why, with the benchmark's numbers.
-    """
-
-    arch: str
-    options: dict[str, Any]
-    sized: str | None
-    train: dict[str, Any]
-    refine: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-
-
-#: Stages that are a pointwise function of linear responses.
-POINTWISE_OF_LINEAR = {"magnitude", "threshold", "abs", "clip"}
-
-_GRADIENT_TRAIN = {"loss": "mse", "batch_size": 8}
-#: The L-BFGS polish of the neighbourhood recipes: photos, steps, share of the time budget.
-_REFINE = {"images": 128, "steps": 200, "share": 0.25}
-
-#: The recipe for pointwise functions of linear responses.
-POINTWISE_RECIPE = Recipe(
-    "neighbourhood",
-    {"features": 8, "window": 1, "sort": False, "absolute": True, "hidden": 32, "layers": 2},
-    "feature_size",
-    {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-    _REFINE,
-    reason="a pointwise function of linear responses: linear features of its support, their "
-    "absolute values (norms become linear) and a per-pixel MLP",
-)
-
-_RANK = Recipe(
-    "neighbourhood",
-    {"features": 1, "feature_size": 1, "values": True, "sort": True, "hidden": 32, "layers": 2},
-    "window",
-    {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-    _REFINE,
-    reason="a rank filter: the sorted window makes it linear in the head's inputs",
-)
-
-_TWO_RANK_STEPS = dataclasses.replace(
-    _RANK,
-    reason="two rank steps: the sorted window of their support, the MLP composes them "
-    "(not benchmarked)",
-)
-
-#: For the other non-linear stages, the recipe that did best in benchmarks/quality.py.
-NONLINEAR_ARCH: dict[str, Recipe] = {
-    "median": _RANK,
-    "dilate": _RANK,
-    "erode": _RANK,
-    "open": _TWO_RANK_STEPS,
-    "close": _TWO_RANK_STEPS,
-    "bilateral": Recipe(
-        "neighbourhood",
-        {
-            "features": 1,
-            "feature_size": 1,
-            "sort": False,
-            "absolute": True,
-            "relative": True,
-            "hidden": 64,
-            "layers": 2,
-        },
-        "window",
-        {**_GRADIENT_TRAIN, "learning_rate": 3e-3},
-        _REFINE,
-        reason="a weighted mean of its window, weights falling with the difference to the "
-        "centre: linear smoothing + an MLP of the (absolute) differences",
-    ),
-    "canny": Recipe(
-        "neighbourhood",
-        {"features": 4, "window": 3, "sort": False, "absolute": True, "hidden": 64, "layers": 3},
-        "feature_size",
-        {**_GRADIENT_TRAIN, "learning_rate": 1e-2},
-        {**_REFINE, "images": 64},
-        reason="absolute derivatives over a 3x3 window: what non-maximum suppression and the "
-        "thresholds compare (the hysteresis is not local)",
-    ),
-}
-
-#: Stages without a recipe of their own.
-DEFAULT_RECIPE = Recipe(
-    "can",
-    {},
-    None,
-    {"loss": "mse", "learning_rate": 3e-3},
-    reason="the general context-aggregation network",
-)
-
-
-@dataclass
-class AutoChoice:
-    """What ``--arch auto`` does for a filter.
-
-    Attributes:
-        method: ``"exact"`` (least squares, linear filters) or ``"gradient"``.
-        arch: The architecture.
-        options: Its options.
-        train: Training settings that suit it (loss, learning rate, batch size).
-        refine: The L-BFGS polish after training (:func:`img2img.solve.lbfgs_refine`'s ``images``,
-            ``steps``, and ``share``, the fraction of a time budget it takes); empty: none.
-        reason: One line saying why.
-    """
-
-    method: str
-    arch: str
-    options: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    refine: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
 
 
 def _support(filter: Filter) -> int:
@@ -244,11 +138,17 @@ def _sized_options(recipe: Recipe, filter: Filter) -> dict[str, Any]:
     return options
 
 
-def choose_arch(filter: Filter) -> AutoChoice:
+def choose_arch(filter: Filter, dataset: Any = None) -> AutoChoice:
     """Pick how to learn ``filter``.
+
+    A teacher img2img knows nothing of (:class:`~img2img.filters.TeacherFilter`) is
+    probed first: see :mod:`img2img.auto.probed` (the choice then carries the
+    probe's report and a ``probe_line``).
 
     Args:
         filter: The target filter.
+        dataset: Its training dataset: the pairs a teacher that cannot be called is
+            probed on (unused for other filters).
 
     Returns:
         An exact least-squares fit with a kernel covering the support for linear
@@ -257,6 +157,8 @@ def choose_arch(filter: Filter) -> AutoChoice:
         :data:`NONLINEAR_ARCH` (:data:`DEFAULT_RECIPE` for a stage it lacks), its
         window or features sized to the filter's support.
     """
+    if isinstance(filter, TeacherFilter):
+        return choose_for_teacher(filter, dataset)
     if filter.linear:
         kh, kw = filter.kernel_size
         return AutoChoice(
@@ -278,49 +180,6 @@ def choose_arch(filter: Filter) -> AutoChoice:
         dict(recipe.refine),
         reason=f"non-linear {nonlinear[-1].name!r}: {recipe.arch}, {recipe.reason}",
     )
-
-
-#: Probe verdicts and the per-pixel architectures that suit them (``_`` and ``-`` are the same).
-VERDICT_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
-    # A function of each pixel's colour: curves exact at 8-bit inputs, a 17^3 table for mixes.
-    "pointwise": ("lut3d", {"size": 17, "curve_size": 256}),
-    # An affine map of each pixel's colour (channel mixers, sepia): a 1x1 convolution.
-    "colour_linear": ("linear", {"kernel_size": 1, "depth": 1}),
-}
-_VERDICT_ALIASES = {"color_linear": "colour_linear", "linear_colour": "colour_linear"}
-
-
-def arch_for_verdict(verdict: str, channels_out: int) -> tuple[str, dict[str, Any]]:
-    """The architecture and options for an operator that a probe classified as ``verdict``.
-
-    Args:
-        verdict: ``"pointwise"`` (each output pixel a function of its input pixel's
-            colour: curves, levels, gamma, grading, colormaps) or ``"colour_linear"``
-            (an affine map of the colour: channel mixers, sepia; ``"color_linear"``
-            and ``"linear_colour"`` too).
-        channels_out: Output channels of the operator (1 or more).
-
-    Returns:
-        ``(arch, options)`` for :func:`img2img.create_img2img_model`: ``"lut3d"``
-        (fit it with :func:`img2img.solve.fit_lut`) or a 1x1 ``"linear"`` (fit it
-        with :func:`img2img.solve.fit_linear` and ``kernel_size=1``).
-
-    Raises:
-        TypeError: If ``verdict`` is not a string or ``channels_out`` not an integer.
-        ValueError: For another verdict or ``channels_out < 1``.
-    """
-    if not isinstance(verdict, str):
-        raise TypeError(f"verdict must be a string; got {type(verdict).__name__}")
-    if isinstance(channels_out, bool) or not isinstance(channels_out, int):
-        raise TypeError(f"channels_out must be an integer >= 1; got {channels_out!r}")
-    if channels_out < 1:
-        raise ValueError(f"channels_out must be an integer >= 1; got {channels_out!r}")
-    key = verdict.strip().lower().replace("-", "_")
-    key = _VERDICT_ALIASES.get(key, key)
-    if key not in VERDICT_ARCHS:
-        raise ValueError(f"verdict must be one of {sorted(VERDICT_ARCHS)}; got {verdict!r}")
-    arch, options = VERDICT_ARCHS[key]
-    return arch, dict(options)
 
 
 def fit_auto(
@@ -388,9 +247,10 @@ def fit_auto(
 def default_model(filter: Filter, arch: str, options: dict[str, Any]) -> nn.Module:
     """A model for ``filter``: RGB in, the filter's channels out; borders match the filter's.
 
-    The study's network keeps its zero padding unless ``border`` is given.
+    The study's network keeps its zero padding unless ``border`` is given; an
+    architecture without a ``border`` option gets none.
     """
     options = dict(options)
-    if arch != "study":
+    if arch != "study" and "border" in get_arch(arch).defaults:
         options.setdefault("border", filter.border)
     return create_img2img_model(3, filter.out_channels, arch, **options)

@@ -1,0 +1,113 @@
+"""benchmarks/operators.py: third-party operators, probed, learnt and certified; well-formed tables."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from skimage import filters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def operators() -> ModuleType:
+    """The benchmark script, imported as a module."""
+    return _load("operators")
+
+
+def test_the_full_run_covers_twelve_operators_of_four_tools(operators: ModuleType) -> None:
+    third_party = sys.modules["third_party"]
+    names = [op.name for op in third_party.OPERATORS]
+    assert len(names) >= 12 and len(set(names)) == len(names)
+    assert {op.tool for op in third_party.OPERATORS} == {
+        "ImageMagick",
+        "Pillow",
+        "scikit-image",
+        "OpenCV",
+    }
+    assert {op.kind for op in third_party.OPERATORS} == set(operators.TARGETS)
+    commands = [op.teacher for op in third_party.OPERATORS if isinstance(op.teacher, str)]
+    assert all(c.startswith("cmd:convert {in} ") and c.endswith(" {out}") for c in commands)
+    args = operators.parse_args([])
+    assert (args.budget, args.limit, len(args.operators)) == (180.0, 1000, len(names))
+    small = operators.parse_args(["--small"])
+    assert (small.budget, small.limit) == (10.0, 24)
+    assert [op.name for op in small.operators] == third_party.SMALL_OPERATORS
+    with pytest.raises(SystemExit):
+        operators.parse_args(["--operator", "no-such-operator"])
+
+
+def test_callables_map_uint8_photos_to_uint8_photos(operators: ModuleType) -> None:
+    third_party = sys.modules["third_party"]
+    photo = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    for op in third_party.OPERATORS:
+        if callable(op.teacher):
+            output = op.teacher(photo.copy())
+            assert output.dtype == np.uint8 and output.shape == photo.shape, op.name
+            assert 0 < output.mean() < 255, op.name  # not saturated by a wrong range
+
+
+def test_unsharp_mask_is_scikit_images_in_the_unit_range(operators: ModuleType) -> None:
+    third_party = sys.modules["third_party"]
+    photo = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    got = third_party.sk_unsharp(photo)
+    for c in range(3):
+        channel = np.ascontiguousarray(photo[..., c] / 255.0)
+        expected = filters.unsharp_mask(channel, radius=2, amount=1.0)
+        assert expected.min() >= 0.0 and expected.max() <= 1.0
+        assert np.abs(got[..., c] / 255.0 - expected).max() <= 0.5 / 255 + 1e-12
+
+
+def test_missing_tools_are_named(operators: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    third_party = sys.modules["third_party"]
+    monkeypatch.setattr(third_party.shutil, "which", lambda program: None)
+    assert third_party.missing_tools(third_party.OPERATORS) == ["convert"]
+    callables = [op for op in third_party.OPERATORS if op.program is None]
+    assert third_party.missing_tools(callables) == []
+
+
+def test_small_run_writes_markdown_and_json(
+    operators: ModuleType, mini_root: Path, tmp_path: Path
+) -> None:
+    operators.main(["--small", "--budget", "2", "--root", str(mini_root), "--out", str(tmp_path)])
+
+    result = json.loads((tmp_path / "operators.json").read_text())
+    assert result["config"]["budget"] == 2 and result["config"]["train_images"] == 24
+    rows = {row["operator"]: row for row in result["rows"]}
+    assert list(rows) == sys.modules["third_party"].SMALL_OPERATORS
+    for row in rows.values():
+        for side in ("auto", "study"):
+            assert set(operators.CERTIFICATE_KEYS) <= set(row[side])
+            assert 0.0 <= row[side]["exact_share"] <= 1.0
+        assert row["study"]["arch"] == "study" and row["channels"] == 3
+        photos = result["config"]["train_images"] + result["config"]["val_images"]
+        assert row["teacher_throughput"]["photos"] == photos
+        assert row["probe_line"].startswith(f"probe: {row['verdict']}")
+        assert isinstance(row["target"]["met"], bool)
+    assert rows["pil-gaussian"]["verdict"] == "linear"
+    assert rows["pil-gaussian"]["auto"]["method"] == "exact"
+    assert rows["sk-gamma"]["verdict"] == "pointwise"
+    assert rows["pil-contour"]["verdict"] == "local"
+    assert rows["pil-contour"]["auto"]["arch"] == "neighbourhood"
+
+    markdown = (tmp_path / "operators.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| operator"))
+    for column in operators.HEADER:
+        assert f"| {column} |" in header
+    table = [line for line in markdown.splitlines() if line.startswith("| `")]
+    assert len(table) == 3
+    assert all(line.count("|") == header.count("|") for line in table)
