@@ -246,6 +246,27 @@ def test_read_pair_folders_matches_by_name_and_keeps_gray_targets(tmp_path, phot
         read_pair_folders(tmp_path / "in", tmp_path / "out")
 
 
+def test_pairs_keep_16_bit_and_float_targets_at_their_depth(tmp_path, photos):
+    """A gamma curve stored at 16 bits (PNG) and as float32 (.npy): read exactly, still pointwise."""
+    curve = [(photo / 255.0) ** 0.5 for photo in photos]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for index, (photo, values) in enumerate(zip(photos, curve, strict=True)):
+        cv2.imwrite(str(tmp_path / "in" / f"p{index}.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+        sixteen = np.round(values * 65535).astype(np.uint16)
+        if index % 2:
+            np.save(tmp_path / "out" / f"p{index}.npy", values.astype(np.float32))
+        else:
+            cv2.imwrite(str(tmp_path / "out" / f"p{index}.png"), sixteen[..., ::-1])
+    pairs = read_pair_folders(tmp_path / "in", tmp_path / "out")
+    for index, (_, target) in enumerate(pairs):
+        if index % 2:
+            np.testing.assert_array_equal(target, curve[index].astype(np.float32))
+        else:
+            np.testing.assert_array_equal(target, np.round(curve[index] * 65535) / 65535)
+    assert probe_operator(pairs=pairs).verdict == "pointwise"
+
+
 def test_cli_probe_filter_json_and_text(capsys):
     assert main(["probe", "--filter", "gaussian:ksize=3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -203,6 +203,45 @@ def test_cli_eval_data_folder_never_decodes_eps(
     assert not fake_ghostscript.exists()
 
 
+def _pair_folders(tmp_path: Path, photo: np.ndarray) -> tuple[Path, Path]:
+    """Four photo pairs (the target is the red channel), then an EPS as an input and as a target."""
+    inputs, targets = tmp_path / "in", tmp_path / "out"
+    for path in _photo_folder(inputs, photo):
+        targets.mkdir(exist_ok=True)
+        Image.fromarray(np.asarray(Image.open(path))[..., 0]).save(targets / path.name)
+    (inputs / "evil.png").write_bytes(EPS_BYTES)
+    Image.fromarray(photo[..., 0]).save(targets / "evil.png")
+    Image.fromarray(photo).save(inputs / "evil2.png")
+    (targets / "evil2.png").write_bytes(EPS_BYTES)
+    return inputs, targets
+
+
+def test_photo_pairs_never_decode_eps(
+    fake_ghostscript: Path, tmp_path: Path, photo: np.ndarray
+) -> None:
+    inputs, targets = _pair_folders(tmp_path, photo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, val = load_filtered_dataset(
+            data=inputs, targets=targets, crop_size=16, val_fraction=0.25
+        )
+    reasons = dict(train.skipped)
+    assert reasons["evil"].startswith("input unreadable") and "PostScript" in reasons["evil"]
+    assert reasons["evil2"].startswith("target unreadable")
+    assert len(train) + len(val) > 0  # the four good pairs are used
+    assert not fake_ghostscript.exists()
+
+
+def test_the_probe_on_pair_folders_never_decodes_eps(
+    fake_ghostscript: Path, tmp_path: Path, photo: np.ndarray, capsys
+) -> None:
+    inputs, targets = _pair_folders(tmp_path, photo)
+    code = main(["probe", "--data", str(inputs), "--targets", str(targets)])
+    err = capsys.readouterr().err
+    assert code != 0 and "evil.png" in err and len(err.strip().splitlines()) == 1
+    assert not fake_ghostscript.exists()
+
+
 def test_no_other_reader_of_image_files_in_the_package() -> None:
     """Images are decoded by ``read_image``; any other ``Image.open`` names its allowed formats,
     and OpenCV decodes bytes only where a header checked by Pillow came first."""

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from img2img.data.crops import resize_shorter
+from img2img.data.pairs import match_pairs
 from img2img.data.samples import load_sample
+from img2img.data.targets import read_target, target_scale
 from img2img.filters import Filter, create_filter
-from img2img.imageio import list_images, read_image
+from img2img.imageio import read_image
 
 __all__ = [
     "DEFAULT_PHOTOS",
@@ -215,11 +217,14 @@ def as_operator(operator_or_spec: Any) -> tuple[Operator, Filter | None]:
 def read_pair_folders(
     inputs: str | os.PathLike[str], targets: str | os.PathLike[str], *, limit: int | None = 32
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Example pairs from two folders, matched by relative path without extension.
+    """Example pairs from two folders, matched as training matches them.
 
-    ``inputs/a/b.jpg`` pairs with ``targets/a/b.png``. Targets are read as RGB and
-    scaled to [0, 1]; targets whose three channels are equal everywhere become one
-    gray channel.
+    ``inputs/a/b.jpg`` pairs with ``targets/a/b.png`` (:func:`img2img.data.pairs.match_pairs`).
+    Inputs are read as 8-bit RGB; targets at their own depth
+    (:func:`img2img.data.targets.read_target`: 8- or 16-bit PNG/TIFF, float TIFF, ``.npy``)
+    and scaled to floats; RGB targets whose three channels are equal everywhere become
+    one gray channel. Unlike training, which skips them, the probe refuses files without
+    a partner: it measures one operator, and a stray file is more likely a mistake.
 
     Args:
         inputs: The folder of input photos.
@@ -230,51 +235,30 @@ def read_pair_folders(
         ``[(input uint8 (H, W, 3), target float64 (H, W, C)), ...]``.
 
     Raises:
-        FileNotFoundError: If a folder is missing or no file pairs up.
-        ValueError: If a name is ambiguous, a file has no partner or sizes differ.
+        FileNotFoundError: If a folder is missing.
+        ValueError: If no file pairs up, a file has no partner or a pair's sizes differ.
     """
-    found = [
-        _by_stem(folder, argument)
-        for folder, argument in ((inputs, "--data"), (targets, "--targets"))
-    ]
-    unmatched = sorted(set(found[0]) ^ set(found[1]))
+    for folder, argument in ((inputs, "--data"), (targets, "--targets")):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{argument}: folder {str(folder)!r} not found")
+    matched, unmatched = match_pairs(inputs, targets)
     if unmatched:
+        names = [f"{name} ({reason})" for name, reason in unmatched[:3]]
         raise ValueError(
             f"{len(unmatched)} file(s) have no partner in the other folder (matched by relative "
-            f"path without extension), e.g. {unmatched[:3]}"
+            f"path without extension), e.g. {names}"
         )
-    if not found[0]:
-        raise FileNotFoundError(f"no images in {str(inputs)!r}; expected PNG/JPEG/... files")
-    keys = sorted(found[0])[:limit]
     pairs, gray = [], True
-    for key in keys:
-        image, target = read_image(found[0][key]), read_image(found[1][key])
-        if image.shape != target.shape:
+    for name, source, target_path in matched[:limit]:
+        image, target = read_image(source), read_target(target_path)
+        if image.shape[:2] != target.shape[:2]:
             raise ValueError(
-                f"pair {key!r}: input is {image.shape[1]}x{image.shape[0]}, target "
+                f"pair {name!r}: input is {image.shape[1]}x{image.shape[0]}, target "
                 f"{target.shape[1]}x{target.shape[0]}; they must be the same size"
             )
-        gray = gray and bool((target == target[..., :1]).all())
-        pairs.append((image, target.astype(np.float64) / 255.0))
+        values = target.astype(np.float64) * target_scale(target.dtype)
+        gray = gray and (values.shape[2] == 1 or bool((values == values[..., :1]).all()))
+        pairs.append((image, values))
     if gray:
         pairs = [(image, target[..., :1]) for image, target in pairs]
     return pairs
-
-
-def _by_stem(folder: str | os.PathLike[str], argument: str) -> dict[str, Path]:
-    """``{relative path without extension: path}``; an ambiguous name is an error."""
-    try:
-        paths = list_images(folder)
-    except NotADirectoryError as error:
-        raise ValueError(f"{argument}: {error}") from None
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{argument}: {error}") from None
-    stems: dict[str, Path] = {}
-    for path in paths:
-        key = path.relative_to(folder).with_suffix("").as_posix()
-        if key in stems:
-            raise ValueError(
-                f"{argument}: {stems[key].name!r} and {path.name!r} share the name {key!r}"
-            )
-        stems[key] = path
-    return stems
