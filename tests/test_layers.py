@@ -2,7 +2,8 @@
 
 - ``data`` imports no models, ``filters`` no training, ``report`` no training;
 - nothing but the entry point imports the command line;
-- no two modules import each other, directly or through others.
+- no two modules import each other, directly or through others;
+- an import inside a function says why, in a comment on its line or above its block.
 """
 
 from __future__ import annotations
@@ -164,3 +165,37 @@ def test_the_cycle_finder_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(IMPORTS, "img2img.filters", [("img2img.filters.base", fake, False)])
     monkeypatch.setitem(IMPORTS, "img2img.filters.base", [("img2img.filters", fake, False)])
     assert ["img2img.filters", "img2img.filters.base"] in _cycles()
+
+
+def _says_why(lines: list[str], lineno: int) -> bool:
+    """Whether the import at ``lineno`` has a comment on its line or above its block of imports."""
+    if "#" in lines[lineno - 1]:
+        return True
+    index = lineno - 2
+    while index >= 0:
+        text = lines[index].strip()
+        if text.startswith("#"):
+            return True
+        block = text.startswith(("from ", "import ")) or text.endswith((",", "(")) or text == ")"
+        if not (block or text == ""):  # isort puts a blank line between import groups
+            return False
+        index -= 1
+    return False
+
+
+def test_imports_inside_functions_say_why() -> None:
+    silent = sorted(
+        {
+            f"{module}:{node.lineno}"
+            for module, imports in IMPORTS.items()
+            for _, node, nested in imports
+            if nested and not _says_why(MODULES[module][0].read_text().splitlines(), node.lineno)
+        }
+    )
+    assert not silent, silent
+
+
+def test_a_silent_import_inside_a_function_is_found() -> None:
+    lines = ["def f():", "    import os", "    # why", "    import sys", "    import re"]
+    assert not _says_why(lines, 2)
+    assert _says_why(lines, 4) and _says_why(lines, 5)

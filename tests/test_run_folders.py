@@ -141,7 +141,7 @@ def test_resume_refuses_options_that_cannot_change(run: Path, capsys) -> None:
 
 def test_resume_applies_time_budget_and_epochs(run: Path, capsys, monkeypatch) -> None:
     """An interrupted run resumed with --time-budget and --epochs trains under them."""
-    import img2img.train
+    import img2img.run.train
 
     (run / "metrics.json").unlink()  # as if killed after epoch 1 was saved
     seen: dict = {}
@@ -150,7 +150,7 @@ def test_resume_applies_time_budget_and_epochs(run: Path, capsys, monkeypatch) -
         seen.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(img2img.train, "train_model", spy)
+    monkeypatch.setattr(img2img.run.train, "train_model", spy)
     code, _, err = run_cli(
         capsys, "train", "--resume", str(run), "--time-budget", "7", "--epochs", "3"
     )
@@ -168,7 +168,7 @@ def test_resume_of_a_finished_run_with_more_epochs_continues_it(run: Path, capsy
 
 # -- overwrite ---------------------------------------------------------------------------------
 def test_a_failed_overwrite_restores_the_old_run(run: Path, capsys, monkeypatch) -> None:
-    import img2img.train
+    import img2img.run.train
 
     (run / "notes.txt").write_text("mine")
     before = snapshot(run)
@@ -177,7 +177,7 @@ def test_a_failed_overwrite_restores_the_old_run(run: Path, capsys, monkeypatch)
         assert json.loads((run / "config.json").read_text())["data"]["seed"] == 9
         raise RuntimeError("training failed")
 
-    monkeypatch.setattr(img2img.train, "train_model", fail)
+    monkeypatch.setattr(img2img.run.train, "train_model", fail)
     code, _, err = run_cli(capsys, "train", *TINY, "--seed", "9", "--out", str(run), "--overwrite")
     assert code == 1 and "training failed" in err
     assert snapshot(run) == before

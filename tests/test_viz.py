@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +14,7 @@ from matplotlib.figure import Figure
 from img2img import viz
 from img2img.data.filtered import FilteredDataset
 from img2img.models import create_img2img_model
+from img2img.viz import kernels as viz_kernels
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -245,9 +244,11 @@ def test_plot_kernel_comparison_bad_input():
 def test_plot_kernels_uses_fold_linear(tmp_path, monkeypatch):
     learned = torch.zeros(1, 3, 3, 3, dtype=torch.float64)
     learned[0, 1, 1, 1] = 1.0
-    fake = types.ModuleType("img2img.solve")
-    fake.fold_linear = lambda model: (learned, torch.tensor([0.25], dtype=torch.float64))
-    monkeypatch.setitem(sys.modules, "img2img.solve", fake)
+    monkeypatch.setattr(
+        viz_kernels,
+        "fold_linear",
+        lambda model: (learned, torch.tensor([0.25], dtype=torch.float64)),
+    )
     path = tmp_path / "kernels.png"
     fig = viz.plot_kernels(torch.nn.Identity(), "study-sobel", path)
     _read_png(path)
@@ -261,7 +262,6 @@ def test_plot_kernels_uses_fold_linear(tmp_path, monkeypatch):
 
 
 def test_plot_kernels_with_a_real_linear_model():
-    import img2img.solve  # noqa: F401  # imported for real: not the stand-in of the test above
 
     model = create_img2img_model(3, 1, "linear", kernel_size=3)
     fig = viz.plot_kernels(model, "study-sobel")

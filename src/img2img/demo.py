@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from img2img.report import plot_loss_comparison, write_comparison_report
 from img2img.runs import DataConfig, ModelConfig, RunResult, train_run
 
 __all__ = ["DEMO_RUNS", "run_demo"]
@@ -70,8 +71,7 @@ def run_demo(
             overwrite=overwrite,
             log=log,
         )
-    from img2img.report import plot_loss_comparison, write_comparison_report
-    from img2img.viz import save_figure
+    from img2img.viz import save_figure  # matplotlib: loaded only when a figure is drawn
 
     curves = {name: (r.train_losses, r.val_losses) for name, r in results.items()}
     save_figure(

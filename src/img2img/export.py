@@ -30,6 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from img2img.infer import prepare_for_inference
+from img2img.models import receptive_field
+
 __all__ = [
     "EXPORT_FORMATS",
     "EXPORT_SUFFIXES",
@@ -90,14 +93,10 @@ def min_input_size(model: nn.Module) -> int:
     Returns:
         ``receptive_field(model) // 2 + 1``.
     """
-    from img2img.models import receptive_field
-
     return receptive_field(model) // 2 + 1
 
 
 def _prepared(model: nn.Module) -> nn.Module:
-    from img2img.infer import prepare_for_inference
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     return prepare_for_inference(model).cpu()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from img2img.devices import DeviceLike, resolve_device
 
@@ -206,7 +207,6 @@ def _batches(
             inputs, targets = dataset.batch(positions, device)
             yield inputs.to(device), targets.to(device)
         return
-    from torch.utils.data import DataLoader, Subset
 
     subset = dataset if count == len(dataset) else Subset(dataset, range(count))
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False)

@@ -96,8 +96,10 @@ from img2img.auto.recipes import (
     arch_for_verdict,
 )
 from img2img.filters import Filter, TeacherFilter
+from img2img.metrics import compute_metrics
 from img2img.models import create_img2img_model
 from img2img.models.registry import get_arch
+from img2img.solve import fit_linear, fit_lut
 from img2img.train.config import TrainResult
 
 __all__ = [
@@ -205,9 +207,6 @@ def fit_auto(
     Returns:
         ``(model, result)``: the result's one "epoch" holds the L1 losses of the fit.
     """
-    from img2img.metrics import compute_metrics
-    from img2img.solve import fit_linear, fit_lut
-
     if choice.method != "exact":
         raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
     if choice.arch not in ("linear", "lut3d"):

@@ -17,10 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
-from img2img import fileio
+from img2img import __version__, fileio
 from img2img.checkpoint.read import (
     _FLOAT_DTYPES,
     FORMAT,
@@ -57,8 +59,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def _package_version() -> str:
-    from img2img import __version__
-
     return __version__
 
 
@@ -121,9 +121,9 @@ def save_model(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
             )
     text = json.dumps(record, sort_keys=True)
     if suffix in SAFETENSORS_SUFFIXES:
-        from safetensors.torch import save_file
-
-        return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={FORMAT: text}))
+        return atomic_write(
+            path, lambda tmp: safetensors.torch.save_file(state, str(tmp), metadata={FORMAT: text})
+        )
     return atomic_write(path, lambda tmp: torch.save({"state_dict": state, FORMAT: text}, tmp))
 
 
@@ -134,8 +134,6 @@ class _TooManyParametersError(Exception):
 @contextmanager
 def _parameter_budget(budget: int) -> Iterator[None]:
     """Stop a construction in this thread past ``budget`` parameters (:class:`_TooManyParametersError`)."""
-    from torch.nn.modules.module import register_module_parameter_registration_hook
-
     thread, count = threading.get_ident(), 0
 
     def hook(module: nn.Module, name: str, parameter: torch.Tensor) -> None:

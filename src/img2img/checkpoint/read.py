@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
 
 from img2img.limits import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_PICKLE_BYTES
 
@@ -214,9 +216,6 @@ def _sniff(path: Path) -> str:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     with open(path, "rb") as stream:
         prefix = stream.read(8)
     if len(prefix) == 8 and struct.unpack("<Q", prefix)[0] > MAX_PICKLE_BYTES:

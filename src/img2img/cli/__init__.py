@@ -51,6 +51,7 @@ def _one_line(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``img2img`` argument parser with every sub-command."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img import __version__
 
     parser = _Parser(

@@ -115,6 +115,7 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def output_range(model) -> tuple[float, float] | None:
     """The output range of the filter a model learned, from its metadata."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.infer import model_output_range
 
     return model_output_range(model)
@@ -167,6 +168,7 @@ def _same_file(first: Path, second: Path) -> bool:
 
 
 def _run_folder(args: argparse.Namespace, model) -> int:
+    # loaded when the command runs, so that `img2img --help` stays fast
     from tqdm.auto import tqdm
 
     from img2img.infer import apply_folder
@@ -198,6 +200,7 @@ def _run_folder(args: argparse.Namespace, model) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img apply``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.checkpoint import load_model
     from img2img.imageio import write_image
     from img2img.imagewrite import default_scale, scaled_for_writing

@@ -129,6 +129,7 @@ def validate_train(args: argparse.Namespace) -> None:
         ValueError: Naming the argument, what it expects and what came.
         TypeError: For an option of the wrong type.
     """
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.auto import choose_arch
     from img2img.filters import create_filter
     from img2img.filters.teacher import TeacherFilter

@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_download(args: argparse.Namespace) -> int:
     """Handle ``img2img data download``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.data import cache_dir, download_tiny_imagenet
 
     root = args.root or str(cache_dir())
@@ -31,6 +32,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """Handle ``img2img data info``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.data import cache_dir, find_tiny_imagenet, is_tiny_imagenet_layout
 
     print(f"cache folder     {cache_dir()}")

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img demo``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.demo import run_demo
 
     run_demo(args.out, epochs=args.epochs, limit=args.limit, progress=args.progress)

@@ -98,6 +98,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img eval``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.checkpoint import load_model
     from img2img.cli.apply import resolve_model_path
     from img2img.data import load_filtered_dataset

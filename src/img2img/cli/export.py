@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img export``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.checkpoint import load_model
     from img2img.cli.apply import resolve_model_path
     from img2img.export import check_onnx, export_model, min_input_size

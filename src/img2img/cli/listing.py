@@ -27,11 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_filters(args: argparse.Namespace) -> int:
     """Handle ``img2img filters``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.filters import create_filter, format_filter_table
 
     if args.preview is None:
         print(format_filter_table())
         return 0
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.viz import preview_filter
 
     filter = create_filter(args.filter)
@@ -42,6 +44,7 @@ def run_filters(args: argparse.Namespace) -> int:
 
 def run_archs(args: argparse.Namespace) -> int:
     """Handle ``img2img archs``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.models import list_archs
 
     entries = list_archs()

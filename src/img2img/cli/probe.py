@@ -38,6 +38,7 @@ def _seed(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img probe``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.probe import probe_operator, read_pair_folders
 
     pairs_given = args.data is not None or args.targets is not None

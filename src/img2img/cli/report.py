@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img report``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.report import write_comparison_report, write_run_report
 
     if len(args.runs) == 1:

@@ -176,6 +176,7 @@ def _given(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img train``."""
+    # loaded when the command runs, so that `img2img --help` stays fast
     from img2img.distributed import cleanup_distributed
     from img2img.runs import DataConfig, ModelConfig, train_run
 

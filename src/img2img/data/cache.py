@@ -281,8 +281,6 @@ def _memmap(npy: Path, shape: tuple[int, ...]) -> np.ndarray:
     return np.load(npy, mmap_mode="r", allow_pickle=False)
 
 
-
-
 def _load_entry(npy: Path, sidecar: Path, key: str, paths: list[Path]) -> DecodedImages | None:
     """The cached crops when the entry is complete and consistent, else ``None``.
 

@@ -24,6 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
+from tqdm import tqdm
+
 from img2img import __version__
 
 __all__ = [
@@ -208,8 +210,6 @@ def _copy(
     """Stream the response body into ``file``; a dropped connection becomes a retryable error."""
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(
             total=total,
             initial=start,

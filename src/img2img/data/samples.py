@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from skimage import data as skdata
 
 from img2img.data.crops import check_crop_params, grid_crops, resize_shorter
 
@@ -72,8 +73,6 @@ def load_sample(name: str) -> np.ndarray:
     Raises:
         ValueError: For an unknown name.
     """
-    from skimage import data as skdata
-
     if name not in SAMPLE_NAMES:
         raise ValueError(f"unknown sample photo {name!r}; expected one of {list(SAMPLE_NAMES)}")
     image = getattr(skdata, name)()

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from img2img.border import pad2d
 from img2img.filters.base import Stage, kernel_range
 from img2img.filters.ops import GRAY_WEIGHTS
 
@@ -190,8 +191,6 @@ class Filter:
         Raises:
             ValueError: If the filter is not linear.
         """
-        from img2img.border import pad2d
-
         if self.kernel is None:
             raise ValueError(f"filter {self.spec!r} is not linear: it has no kernel")
         out_channels, in_channels, kh, kw = self.kernel.shape

@@ -34,6 +34,7 @@ from torch import nn
 from img2img.border import CV2_BORDER_FLAGS
 from img2img.infer.convert import input_scale
 from img2img.infer.tiling import model_borders
+from img2img.solve import fold_linear
 
 __all__ = [
     "RANK_TOLERANCE",
@@ -186,8 +187,6 @@ class FoldedFilter:
         Raises:
             ValueError: If the model is not linear, or pads with several border modes.
         """
-        from img2img.solve import fold_linear
-
         if not getattr(model, "is_linear", False):
             raise ValueError(
                 f"fast=True needs a linear model; {type(model).__name__} is not linear "

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 from torch import nn
+from tqdm.auto import tqdm
 
 from img2img.devices import DeviceLike
+from img2img.imageio import list_images, max_pixels_limit, read_image, write_image
 from img2img.imagewrite import SCALES, default_scale, scaled_for_writing
 from img2img.infer.predict import Predictor, model_output_range
 
@@ -257,10 +259,6 @@ def apply_folder(
         ValueError: For a bad ``format``, ``bit_depth``, ``scale``, ``batch`` or ``tile``, or an
             ``output_dir`` that is ``input_dir`` without ``overwrite_input``.
     """
-    from tqdm.auto import tqdm
-
-    from img2img.imageio import list_images, max_pixels_limit, read_image, write_image
-
     started = time.perf_counter()
     _check_options(format, bit_depth, batch, scale)
     max_pixels = max_pixels_limit(max_pixels)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from img2img.devices import DeviceLike, resolve_device
+from img2img.filters import create_filter
+from img2img.imageio import read_image
 from img2img.infer.convert import check_image, crops_to_tensor
 from img2img.infer.fast import FoldedFilter, folds_exactly
 from img2img.infer.optimize import prepare_for_inference
@@ -39,8 +41,6 @@ def model_output_range(model: nn.Module) -> tuple[float, float] | None:
         ``(low, high)`` of the filter (``Filter.output_range``), or ``None`` when the
         model carries no filter spec.
     """
-    from img2img.filters import create_filter
-
     spec = (getattr(model, "metadata", None) or {}).get("filter")
     return create_filter(spec, allow_files=False).output_range if spec else None
 
@@ -176,8 +176,6 @@ class Predictor:
 
 
 def _read(image: str | os.PathLike[str], max_pixels: int | None) -> np.ndarray:
-    from img2img.imageio import read_image
-
     return read_image(image, max_pixels=max_pixels, keep_16bit=True)
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from img2img.models import BorderConv2d, receptive_field
 
@@ -272,8 +273,6 @@ def run_tiled(
     Returns:
         ``(H, W, C_out)`` float32.
     """
-    from tqdm.auto import tqdm
-
     height, width = image.shape[:2]
     rows_plan, cols_plan = plan_axis(height, tile[0]), plan_axis(width, tile[1])
     output: np.ndarray | None = None

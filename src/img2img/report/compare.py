@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from img2img import __version__
 from img2img.fileio import atomic_write_text, check_not_input
 from img2img.report.figures import collect_figures, figure_png, plot_loss_comparison
 from img2img.report.folder import RunFiles, input_files, read_run, unique_names
@@ -113,8 +114,6 @@ def write_comparison_report(
 
 
 def _version_line() -> str:
-    from img2img import __version__
-
     return f"Written by img2img {__version__}."
 
 

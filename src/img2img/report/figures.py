@@ -25,6 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import nn
 
+from img2img.checkpoint import load_model
+from img2img.filters import create_filter
 from img2img.report.folder import RunFiles, one_line
 from img2img.report.page import PNG_SIGNATURE
 from img2img.run.folder import FIGURE_FILES, KERNELS_FIGURE, LOSSES_FIGURE, PREDICTIONS_FIGURE
@@ -55,6 +57,7 @@ class ReportFigure:
 
 def figure_png(fig: Figure) -> bytes:
     """A figure as PNG bytes, at the resolution of saved figures."""
+    # matplotlib: loaded only when a figure is drawn
     from img2img.viz import DPI
 
     buffer = io.BytesIO()
@@ -75,8 +78,6 @@ class _Drawer:
             if self.run.checkpoint is None:
                 self._model_error = "the run folder has no checkpoint"
             else:
-                from img2img.checkpoint import load_model
-
                 try:
                     self._model = load_model(self.run.checkpoint)
                 except Exception as error:  # any unusable checkpoint: say why, go on
@@ -86,6 +87,7 @@ class _Drawer:
         return self._model
 
     def losses(self) -> Figure:
+        # matplotlib: loaded only when a figure is drawn
         from img2img.viz import plot_losses
 
         if not self.run.has_history:
@@ -93,7 +95,7 @@ class _Drawer:
         return plot_losses(self.run.train_losses or [], self.run.val_losses)
 
     def kernels(self) -> Figure:
-        from img2img.filters import create_filter
+        # matplotlib: loaded only when a figure is drawn
         from img2img.viz import plot_kernels
 
         spec = self.run.filter_spec
@@ -223,6 +225,7 @@ def plot_loss_comparison(
     Raises:
         ValueError: If no run has any loss.
     """
+    # matplotlib: loaded only when a figure is drawn
     from img2img.viz.style import finish, new_figure, styled, wrap_title
 
     series = {name: (_curve(train), _curve(val)) for name, (train, val) in curves.items()}
@@ -233,6 +236,7 @@ def plot_loss_comparison(
     log_scale = positive.size > 0 and positive.max() / positive.min() > 100.0
     longest = max(max(len(train), len(val)) for train, val in series.values())
     shifts = _single_point_shifts(series)
+    # matplotlib: loaded only when a figure is drawn
     import seaborn as sns
 
     with styled("whitegrid"):

@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from img2img import __version__
 from img2img.fileio import atomic_write_text, check_not_input
+from img2img.filters import create_filter
 from img2img.report.certificate import certificate_section
 from img2img.report.figures import ReportFigure, collect_figures
 from img2img.report.folder import REPORT_FILE, RunFiles, input_files, lookup, read_run
@@ -282,8 +284,6 @@ def _no_kernel_line(run: RunFiles) -> str | None:
     if spec is None or run.metrics is None:
         return None
     try:
-        from img2img.filters import create_filter
-
         linear = create_filter(spec, allow_files=False).linear
     except (ValueError, TypeError):
         return None
@@ -319,8 +319,6 @@ def _value_text(value: Any) -> str:
 
 
 def _footer(run: RunFiles) -> str:
-    from img2img import __version__
-
     files = sorted(item.name for item in run.path.iterdir() if not item.name.startswith("."))
     stamp = time.strftime("%Y-%m-%d %H:%M")
     return (

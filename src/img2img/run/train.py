@@ -21,8 +21,10 @@ from torch import nn
 from img2img.auto import AutoChoice, choose_arch, default_model, fit_auto
 from img2img.certificate import certificate_for_model
 from img2img.checkpoint import save_model
+from img2img.data import load_filtered_dataset
 from img2img.distributed import setup_distributed
 from img2img.filters import CommandFilter, create_filter
+from img2img.metrics import compute_metrics
 from img2img.run.config import DataConfig, ModelConfig, config_record
 from img2img.run.folder import (
     CONFIG_FILE,
@@ -35,8 +37,9 @@ from img2img.run.folder import (
     RunFolder,
 )
 from img2img.run.resume import RESUME_OVERRIDES, resume_config
-from img2img.solve import gauss_newton, lbfgs_refine
+from img2img.solve import gauss_newton, kernel_error, lbfgs_refine
 from img2img.solve.refine import RefineReport
+from img2img.train import train_model
 from img2img.train.config import TrainResult
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
@@ -137,9 +140,6 @@ def _train(
     device: torch.device,
     log: Callable[[str], None],
 ) -> RunResult:
-    from img2img.data import load_filtered_dataset
-    from img2img.metrics import compute_metrics
-
     started = time.perf_counter()
     # a `cmd:` filter runs only when given in this call; a resumed run's recorded one reads its cache
     filter = None if data.targets else create_filter(data.filter, allow_commands=not resume)
@@ -235,8 +235,6 @@ def _gradient(
     log: Callable[[str], None],
 ) -> tuple[nn.Module, TrainResult, RefineReport | None]:
     """Train by gradient (with its polish): the network, the training's result, the polish's."""
-    from img2img.train import train_model
-
     if choice is not None:
         for key, value in choice.train.items():
             train.setdefault(key, value)
@@ -339,8 +337,6 @@ def _evaluate(
         max_images=CERTIFICATE_IMAGES,
     )
     if filter.linear and getattr(network, "is_linear", False):
-        from img2img.solve import kernel_error
-
         metrics["kernel_error"] = kernel_error(network, filter)
     return metrics
 

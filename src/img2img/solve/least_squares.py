@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from img2img.border import check_border
 from img2img.devices import DeviceLike, resolve_device
@@ -283,8 +284,6 @@ def fit_linear(
     count = len(dataset) if max_images is None else min(len(dataset), max_images)
     batches = iter_batches(dataset, batch_size, device, max_images)
     if progress:
-        from tqdm.auto import tqdm
-
         batches = tqdm(
             batches,
             total=math.ceil(count / batch_size),

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, jacfwd
 
 from img2img.devices import DeviceLike, resolve_device
 from img2img.solve.batches import iter_batches
@@ -209,8 +210,6 @@ def gauss_newton(
         The :class:`RefineReport`; ``model.refine_report`` holds it as a dict too, for
         older callers.
     """
-    from torch.func import functional_call, jacfwd
-
     started = time.perf_counter()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}")

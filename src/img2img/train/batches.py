@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -119,8 +120,6 @@ def _worker_init(_: int, opencv: bool) -> None:
     """One thread per worker for PyTorch (and OpenCV when ``opencv``): the workers are the parallelism."""
     torch.set_num_threads(1)
     if opencv:
-        import cv2
-
         cv2.setNumThreads(1)
 
 
@@ -146,7 +145,6 @@ def _opencv_threads_off(active: bool) -> Iterator[None]:
     if not active:
         yield
         return
-    import cv2
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(0)

@@ -11,7 +11,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from img2img.data import FilteredDataset
 from img2img.devices import DeviceLike, resolve_device
+from img2img.imageio import read_image
 from img2img.viz.style import (
     ERROR_CMAP,
     SIGNED_CMAP,
@@ -329,9 +331,6 @@ def preview_filter(filter: Any, image: Any, path: str | os.PathLike[str] | None 
     Returns:
         The figure (see :func:`preview_filtered_dataset`).
     """
-    from img2img.data import FilteredDataset
-    from img2img.imageio import read_image
-
     if isinstance(image, (str, os.PathLike)):
         array = read_image(image)
     else:

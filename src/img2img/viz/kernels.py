@@ -12,6 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
+from img2img.filters import create_filter
+from img2img.solve import fold_linear
 from img2img.viz.style import (
     MAX_ANNOTATED_KERNEL,
     SIGNED_CMAP,
@@ -273,9 +275,6 @@ def plot_kernels(
         ValueError: If the model cannot be folded (from ``fold_linear``) or
             the kernels' channel counts differ.
     """
-    from img2img.filters import create_filter
-    from img2img.solve import fold_linear
-
     resolved = create_filter(filter)
     kernel, bias = fold_linear(model)
     learned = _as_kernel(kernel, "learned kernel")

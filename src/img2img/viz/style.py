@@ -92,6 +92,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = DPI) ->
     suffix = path.suffix or ".png"
     atomic_write(path, lambda temporary: fig.savefig(temporary, dpi=dpi, format=suffix[1:].lower()))
     if getattr(fig.canvas, "manager", None) is not None:
+        # matplotlib: loaded only when a figure is drawn
         import matplotlib.pyplot as plt
 
         plt.close(fig)
