@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from img2img import apply_filter, create_img2img_model, load_filtered_dataset, train_model
-from img2img.export import export_model
-from img2img.filters import create_filter
-from img2img.solve.refine import gauss_newton
+from img2img_filters import apply_filter, create_img2img_model, load_filtered_dataset, train_model
+from img2img_filters.export import export_model
+from img2img_filters.filters import create_filter
+from img2img_filters.solve.refine import gauss_newton
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -94,8 +94,8 @@ def photo_mosaic(size: int) -> np.ndarray:
 def _linear_model():
     import torch
 
-    from img2img.filters import create_filter
-    from img2img.models import create_img2img_model
+    from img2img_filters.filters import create_filter
+    from img2img_filters.models import create_img2img_model
 
     model = create_img2img_model(3, 1, "linear", kernel_size=5)
     with torch.no_grad():
@@ -128,8 +128,8 @@ def _method(name: str, threads: int, workdir: Path) -> Callable[[np.ndarray], np
     import torch
 
     torch.set_num_threads(threads)
-    from img2img.infer import Predictor, image_to_tensor
-    from img2img.models import create_img2img_model
+    from img2img_filters.infer import Predictor, image_to_tensor
+    from img2img_filters.models import create_img2img_model
 
     if name in ("folded", "torch", "can"):
         model = create_img2img_model(3, 1, "can") if name == "can" else _linear_model()
@@ -146,7 +146,7 @@ def _method(name: str, threads: int, workdir: Path) -> Callable[[np.ndarray], np
     if name == "onnxruntime":
         import onnxruntime
 
-        from img2img.export import export_onnx
+        from img2img_filters.export import export_onnx
 
         path = export_onnx(_linear_model(), workdir / "linear.onnx")
         options = onnxruntime.SessionOptions()
@@ -208,8 +208,8 @@ def large_worker(size: int, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from img2img.infer import Predictor
-    from img2img.models import create_img2img_model
+    from img2img_filters.infer import Predictor
+    from img2img_filters.models import create_img2img_model
 
     image = photo_mosaic(size)
     predictor = Predictor(create_img2img_model(3, 1, "can"), device="cpu")

@@ -2,9 +2,9 @@
 
 For each operator of :mod:`third_party` (a ``cmd:`` program or a Python callable):
 
-* **probe**: :func:`img2img.probe.probe_operator`'s verdict and support radius
+* **probe**: :func:`img2img_filters.probe.probe_operator`'s verdict and support radius
   (as ``--arch auto`` runs it on a teacher it does not know; see
-  :mod:`img2img.auto.probed`);
+  :mod:`img2img_filters.auto.probed`);
 * **auto**: ``train_run`` with ``arch="auto"`` and ``time_budget=BUDGET``: what
   the probe's verdict chose (the exact linear fit, a 1x1 network or lookup
   table, a neighbourhood network, ``can``);
@@ -13,7 +13,7 @@ For each operator of :mod:`third_party` (a ``cmd:`` program or a Python callable
 
 Both learn from the training photos of a Tiny ImageNet folder (``--limit`` of
 them, so that teacher calls stay affordable) and are certified on its
-validation photos (:func:`img2img.certificate.certificate_for_model`: PSNR,
+validation photos (:func:`img2img_filters.certificate.certificate_for_model`: PSNR,
 SSIM, the largest and the 99th-percentile absolute error, the share of output
 values exact at 8 bits). The teacher's throughput is photos per second on those
 photos, first call (the program or callable runs; ``cmd:`` outputs go to a fresh
@@ -54,10 +54,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from img2img.certificate import certificate_for_model
-from img2img.data import load_filtered_dataset
-from img2img.filters import create_filter
-from img2img.runs import DataConfig, ModelConfig, train_run
+from img2img_filters.certificate import certificate_for_model
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.filters import create_filter
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
 from quality import MINI_ROOT, RESULTS, _finite, _fmt, _safe_name
 from third_party import OPERATORS, SMALL_OPERATORS, Operator, missing_tools
 

@@ -6,7 +6,7 @@ split of a Tiny ImageNet folder and evaluated on its validation split:
 * **auto**: exactly ``img2img train --arch auto --time-budget BUDGET`` (the
   command line itself is called): the exact least-squares fit for a linear
   filter, else the architecture and training settings of
-  :func:`img2img.auto.choose_arch`.
+  :func:`img2img_filters.auto.choose_arch`.
 * **study**: the study's 48-parameter network trained by the study's recipe (L1
   loss, Adam 1e-3, cosine annealing, batch 128, early stopping after 5 epochs),
   ``img2img train --arch study --loss l1 --lr 0.001 --batch-size 128 --patience 5``.
@@ -126,7 +126,7 @@ def pixel_f1(prediction: torch.Tensor, target: torch.Tensor, threshold: float = 
 
 def _f1_of_run(folder: Path, val_set: Any) -> float:
     """Pixel F1 of a run's model over the validation set."""
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     model = load_model(folder / "model.safetensors")
     predictions, targets = [], []
@@ -140,7 +140,7 @@ def _f1_of_run(folder: Path, val_set: Any) -> float:
 
 def _train(spec: str, flags: list[str], folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run ``img2img train`` in this process (its output hidden); return its metrics."""
-    from img2img.cli import main
+    from img2img_filters.cli import main
 
     argv = ["train", "--data", str(args.root), "--filter", spec, "--out", str(folder)]
     argv += ["--time-budget", str(args.budget), "--device", args.device]
@@ -185,9 +185,9 @@ def _target(spec: str, linear: bool, auto: dict[str, Any]) -> dict[str, Any]:
 
 def benchmark_filter(spec: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Train ``auto`` and the study's network on one filter; return the row of the table."""
-    from img2img.auto import choose_arch
-    from img2img.data import load_filtered_dataset
-    from img2img.filters import create_filter
+    from img2img_filters.auto import choose_arch
+    from img2img_filters.data import load_filtered_dataset
+    from img2img_filters.filters import create_filter
 
     filt = create_filter(spec)
     choice = choose_arch(filt)
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     if not args.root.is_dir():
         raise SystemExit(f"no Tiny ImageNet at {args.root}; give one with --root")
-    from img2img.data import load_filtered_dataset
+    from img2img_filters.data import load_filtered_dataset
 
     train_set, val_set = load_filtered_dataset(data=str(args.root), filter="gray", limit=args.limit)
     config = {

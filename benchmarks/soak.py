@@ -43,9 +43,9 @@ import cv2
 import numpy as np
 import torch
 
-from img2img.imageio import write_image
-from img2img.infer import apply_filter
-from img2img.models import create_img2img_model, receptive_field
+from img2img_filters.imageio import write_image
+from img2img_filters.infer import apply_filter
+from img2img_filters.models import create_img2img_model, receptive_field
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -41,8 +41,8 @@ import cv2
 import numpy as np
 import torch
 
-from img2img.filters import create_filter
-from img2img.filters.linear import random_kernel
+from img2img_filters.filters import create_filter
+from img2img_filters.filters.linear import random_kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -6,7 +6,7 @@ target (``study-sobel``) with the study's recipe: L1 loss, Adam at 1e-3, cosine
 annealing, a validation pass every epoch.
 
 * **img2img**: ``train_model(model, train, val, batch_size=128)`` on
-  :class:`~img2img.data.FilteredDataset` s: uint8 photos, targets made batch by
+  :class:`~img2img_filters.data.FilteredDataset` s: uint8 photos, targets made batch by
   batch by the filter, on the CPU.
 * **the study's loop** (a faithful copy): a Python list of ``(input, target)``
   float tensor pairs made beforehand (not timed), a default ``DataLoader`` (its
@@ -16,7 +16,7 @@ annealing, a validation pass every epoch.
 
 * **img2img compiled**: the same call with ``compile=True``: on the CPU the
   study's chain of convolutions trains as fused loops compiled by
-  ``torch.compile`` (:mod:`img2img.backends.cpu.fused`). Its first call compiles (or
+  ``torch.compile`` (:mod:`img2img_filters.backends.cpu.fused`). Its first call compiles (or
   finds Inductor's on-disk cache); that call is the warm-up, timed and
   reported apart, not counted in the rate.
 
@@ -72,10 +72,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from img2img.backends.cpu import FusedTrainer, fusable_chain, tiny_conv_mode, torch_threads
-from img2img.data import FilteredDataset, to_float
-from img2img.models import create_img2img_model
-from img2img.train import train_model
+from img2img_filters.backends.cpu import FusedTrainer, fusable_chain, tiny_conv_mode, torch_threads
+from img2img_filters.data import FilteredDataset, to_float
+from img2img_filters.models import create_img2img_model
+from img2img_filters.train import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -267,7 +267,7 @@ def processes_child(path: str, result: str, compiled: bool = False) -> None:
     """One ``torchrun`` rank: a warm-up epoch, then one timed epoch; rank 0 writes the rate."""
     import torch.distributed as dist
 
-    from img2img.distributed import cleanup_distributed, setup_distributed
+    from img2img_filters.distributed import cleanup_distributed, setup_distributed
 
     rank, world, _ = setup_distributed("cpu")
     cv2.setNumThreads(torch.get_num_threads())  # OMP_NUM_THREADS, as torchrun sets it
@@ -551,7 +551,7 @@ def write_results(report: dict, out: Path = RESULTS) -> None:
         "with OpenCV's threads and one PyTorch thread.",
         "",
         "The `compile=True` rows train the same network as fused loops that `torch.compile` "
-        "makes from it (`img2img.backends.cpu.fused`: the batch's photos laid end to end with zeros "
+        "makes from it (`img2img_filters.backends.cpu.fused`: the batch's photos laid end to end with zeros "
         "around each, every convolution a sum of shifted slices); those loops use all of the "
         "process's threads and hold the interpreter lock, so batches are made inline. The "
         "first call of such a run compiles (a C++ compiler at run time; Inductor keeps the "

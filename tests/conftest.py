@@ -83,7 +83,7 @@ def one_torch_thread():
     Such batches are too small for threads to pay off, and OpenMP threads that spin
     while they wait make every op 10-50x slower on cores other processes share.
     """
-    from img2img.backends.cpu import torch_threads
+    from img2img_filters.backends.cpu import torch_threads
 
     with torch_threads(1):
         yield

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.auto import (
+from img2img_filters.auto import (
     DEFAULT_RECIPE,
     NONLINEAR_ARCH,
     POINTWISE_OF_LINEAR,
@@ -17,9 +17,9 @@ from img2img.auto import (
     choose_arch,
     default_model,
 )
-from img2img.cli import main
-from img2img.filters import GRAY_WEIGHTS, create_filter, list_filters
-from img2img.models import create_img2img_model, receptive_field
+from img2img_filters.cli import main
+from img2img_filters.filters import GRAY_WEIGHTS, create_filter, list_filters
+from img2img_filters.models import create_img2img_model, receptive_field
 
 #: Parameters that registered linear filters need to be built.
 REQUIRED = {"kernel": "kernel:rows=1 2 1;0 0 0;-1 -2 -1"}

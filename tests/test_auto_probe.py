@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from img2img.auto import choice_from_probe, choose_arch, default_model
-from img2img.auto.probed import LOCAL_WINDOW_MAX, MAX_EXACT_KERNEL
-from img2img.data import load_filtered_dataset
-from img2img.filters.external import CallableFilter, GivenTargets
-from img2img.probe import probe_operator
-from img2img.runs import DataConfig, ModelConfig, train_run
+from img2img_filters.auto import choice_from_probe, choose_arch, default_model
+from img2img_filters.auto.probed import LOCAL_WINDOW_MAX, MAX_EXACT_KERNEL
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.filters.external import CallableFilter, GivenTargets
+from img2img_filters.probe import probe_operator
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
 
 
 def gaussian5(photo: np.ndarray) -> np.ndarray:

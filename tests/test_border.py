@@ -1,4 +1,4 @@
-"""Tests of img2img.border: OpenCV's border modes on tensors, checked against cv2.copyMakeBorder."""
+"""Tests of img2img_filters.border: OpenCV's border modes on tensors, checked against cv2.copyMakeBorder."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.border import BORDER_MODES, CV2_BORDER_FLAGS, check_border, pad2d
+from img2img_filters.border import BORDER_MODES, CV2_BORDER_FLAGS, check_border, pad2d
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

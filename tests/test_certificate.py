@@ -9,9 +9,9 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from img2img.certificate import certificate_for_model, fidelity_certificate
-from img2img.data.filtered import FilteredDataset
-from img2img.models import create_img2img_model
+from img2img_filters.certificate import certificate_for_model, fidelity_certificate
+from img2img_filters.data.filtered import FilteredDataset
+from img2img_filters.models import create_img2img_model
 
 
 @pytest.fixture(scope="module")

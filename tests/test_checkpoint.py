@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from img2img.checkpoint import CheckpointError, load_model, read_metadata, save_model
-from img2img.models import create_img2img_model, list_archs
+from img2img_filters.checkpoint import CheckpointError, load_model, read_metadata, save_model
+from img2img_filters.models import create_img2img_model, list_archs
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".pth"])
@@ -143,8 +143,8 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
         f"""
         import os, signal
         import safetensors.torch as st
-        from img2img.checkpoint import save_model
-        from img2img.models import create_img2img_model
+        from img2img_filters.checkpoint import save_model
+        from img2img_filters.models import create_img2img_model
 
         original = st.save_file
         def save_then_die(tensors, filename, metadata=None):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from img2img.checkpoint import load_model
-from img2img.cli import main
+from img2img_filters.checkpoint import load_model
+from img2img_filters.cli import main
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -110,8 +110,8 @@ def test_eval_reproduces_the_runs_metrics(exact_run: Path, capsys) -> None:
 
 
 def test_filters_and_archs_list_everything(capsys) -> None:
-    from img2img.filters import list_filters
-    from img2img.models import list_archs
+    from img2img_filters.filters import list_filters
+    from img2img_filters.models import list_archs
 
     code, out, _ = run_cli(capsys, "filters")
     assert code == 0
@@ -166,11 +166,11 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path, capsys, argv, m
 
 
 def test_help_everywhere() -> None:
-    from img2img.cli import COMMANDS  # noqa: F401  (all sub-commands load)
+    from img2img_filters.cli import COMMANDS  # noqa: F401  (all sub-commands load)
 
     for command in ("train", "apply", "eval", "filters", "archs", "data", "demo"):
         result = subprocess.run(
-            [sys.executable, "-m", "img2img", command, "--help"],
+            [sys.executable, "-m", "img2img_filters", command, "--help"],
             capture_output=True,
             text=True,
             check=False,

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from img2img.checkpoint import save_model
-from img2img.cli import main
-from img2img.filters import create_filter
-from img2img.infer import apply_filter, apply_folder
-from img2img.models import create_img2img_model
+from img2img_filters.checkpoint import save_model
+from img2img_filters.cli import main
+from img2img_filters.filters import create_filter
+from img2img_filters.infer import apply_filter, apply_folder
+from img2img_filters.models import create_img2img_model
 from pngs import png_header_only
 
 
@@ -124,7 +124,7 @@ def test_folder_formats_and_values(tmp_path: Path, photo: np.ndarray, linear_pat
         code = main([*args, "--bit-depth", "16"])
         assert code == 0
     exact = np.load(tmp_path / "npy" / "sub" / "p.npy")
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     model = load_model(linear_path)
     np.testing.assert_allclose(exact, apply_filter(photo, model, fast=False), atol=1e-5)

@@ -19,7 +19,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
     # The reader closes its end before the command has written anything (the
     # interpreter is still starting), so every write meets a closed pipe.
     process = subprocess.Popen(
-        [sys.executable, "-m", "img2img", "filters"],
+        [sys.executable, "-m", "img2img_filters", "filters"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
@@ -33,7 +33,7 @@ def test_a_closed_pipe_ends_the_command_quietly() -> None:
 
 def test_head_reads_the_first_line() -> None:
     done = subprocess.run(
-        f"{sys.executable} -m img2img filters | head -1",
+        f"{sys.executable} -m img2img_filters filters | head -1",
         shell=True,
         capture_output=True,
         text=True,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-import img2img.data as data_api
-from img2img.data import (
+import img2img_filters.data as data_api
+from img2img_filters.data import (
     SAMPLE_NAMES,
     FilteredDataset,
     TinyImageNet,
@@ -28,9 +28,9 @@ from img2img.data import (
     load_samples,
     split_by_group,
 )
-from img2img.data import cache as cache_module
-from img2img.data.crops import grid_crops, grid_positions, resize_shorter
-from img2img.imageio import read_image
+from img2img_filters.data import cache as cache_module
+from img2img_filters.data.crops import grid_crops, grid_positions, resize_shorter
+from img2img_filters.imageio import read_image
 
 TOLERANCE = 1e-5
 

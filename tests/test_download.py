@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from img2img.data import (
+from img2img_filters.data import (
     ChecksumError,
     DownloadError,
     TinyImageNet,
@@ -30,9 +30,9 @@ from img2img.data import (
     extract_zip,
     is_tiny_imagenet_layout,
 )
-from img2img.data import download as download_module
-from img2img.data import tinyimagenet as tinyimagenet_module
-from img2img.data.tinyimagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL
+from img2img_filters.data import download as download_module
+from img2img_filters.data import tinyimagenet as tinyimagenet_module
+from img2img_filters.data.tinyimagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.checkpoint import save_model
-from img2img.cli import main
-from img2img.export import (
+from img2img_filters.checkpoint import save_model
+from img2img_filters.cli import main
+from img2img_filters.export import (
     MissingDependencyError,
     check_onnx,
     export_model,
@@ -19,7 +19,7 @@ from img2img.export import (
     export_torchscript,
     min_input_size,
 )
-from img2img.models import create_img2img_model, list_archs
+from img2img_filters.models import create_img2img_model, list_archs
 
 ARCHS = [entry.name for entry in list_archs()]
 SIZES = [(2, 40, 57), (1, 71, 64)]

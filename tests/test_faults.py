@@ -35,19 +35,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from img2img.checkpoint import (
+from img2img_filters.checkpoint import (
     CheckpointError,
     load_model,
     read_metadata,
     safe_torch_load,
     save_model,
 )
-from img2img.cli import main
-from img2img.data import DownloadError, UnsafeArchiveError, download_file, extract_zip
-from img2img.data import download as download_module
-from img2img.models import create_img2img_model
-from img2img.runs import LOCK_FILE, RunFolder
-from img2img.train import TrainingDivergedError, train_model
+from img2img_filters.cli import main
+from img2img_filters.data import DownloadError, UnsafeArchiveError, download_file, extract_zip
+from img2img_filters.data import download as download_module
+from img2img_filters.models import create_img2img_model
+from img2img_filters.runs import LOCK_FILE, RunFolder
+from img2img_filters.train import TrainingDivergedError, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,7 +206,7 @@ def test_a_compressed_torch_file_is_refused_before_it_inflates(tmp_path: Path, m
 def test_a_checkpoint_filter_spec_does_not_make_img2img_read_local_files(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    import img2img.filters.linear as linear_filters
+    import img2img_filters.filters.linear as linear_filters
 
     secret = tmp_path / "secret.txt"
     secret.write_text("secret-token 1 2\n")
@@ -473,8 +473,8 @@ _SAVER = textwrap.dedent(
 
     import torch
 
-    from img2img.checkpoint import atomic_write, save_model
-    from img2img.models import create_img2img_model
+    from img2img_filters.checkpoint import atomic_write, save_model
+    from img2img_filters.models import create_img2img_model
 
     folder, generation = Path(sys.argv[1]), int(sys.argv[2])
     model = create_img2img_model(3, 1, "linear", kernel_size=15, depth=3, width=40)
@@ -663,7 +663,7 @@ def test_disk_full_while_saving_the_training_state_keeps_the_previous_state(
 
 
 def test_disk_full_while_writing_images_and_run_files(tmp_path: Path, monkeypatch) -> None:
-    from img2img.imageio import read_image, write_image
+    from img2img_filters.imageio import read_image, write_image
 
     image = write_image(tmp_path / "out.png", np.full((4, 5, 3), 0.5))
     folder = RunFolder(tmp_path)
@@ -807,7 +807,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_a_dead_runs_lock_is_ta
     argv = [*_cli_train(out, "--epochs", "100000")]
     argv[argv.index("--arch") + 1] = "study"  # a slow network: the run stays busy
     child = subprocess.Popen(
-        [sys.executable, "-m", "img2img", *argv],
+        [sys.executable, "-m", "img2img_filters", *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=_child_env(),
@@ -1162,7 +1162,7 @@ def test_a_tiny_imagenet_download_that_is_not_a_zip(
     server: _Server, tmp_path: Path, monkeypatch
 ) -> None:
     """A captive portal's HTML page instead of the archive: refused, nothing left that looks complete."""
-    from img2img.data import download_tiny_imagenet
+    from img2img_filters.data import download_tiny_imagenet
 
     monkeypatch.setattr(
         download_module, "time", type("T", (), {"sleep": staticmethod(lambda s: None)})

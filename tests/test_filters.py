@@ -1,4 +1,4 @@
-"""Tests of img2img.filters: parity with OpenCV on real photos, kernels, ranges, the spec language.
+"""Tests of img2img_filters.filters: parity with OpenCV on real photos, kernels, ranges, the spec language.
 
 Tolerances, once for all:
 
@@ -32,8 +32,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from img2img.border import CV2_BORDER_FLAGS
-from img2img.filters import (
+from img2img_filters.border import CV2_BORDER_FLAGS
+from img2img_filters.filters import (
     GRAY_WEIGHTS,
     Filter,
     create_filter,
@@ -42,7 +42,7 @@ from img2img.filters import (
     parse_spec,
     rgb_to_gray,
 )
-from img2img.filters.linear import random_kernel
+from img2img_filters.filters.linear import random_kernel
 
 TOL = 1e-5  # see the module docstring
 N_PHOTOS = 8  # real photos per parity batch: enough variety, fast

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from img2img.backends.cpu.fused import (
+from img2img_filters.backends.cpu.fused import (
     FlatLayout,
     FusedTrainer,
     fusable_chain,
     fused_loss,
     loss_arguments,
 )
-from img2img.models import create_img2img_model
-from img2img.models.study import LinearNet, StudyNet
+from img2img_filters.models import create_img2img_model
+from img2img_filters.models.study import LinearNet, StudyNet
 
 
 def _reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str):

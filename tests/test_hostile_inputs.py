@@ -2,13 +2,13 @@
 
 Each file is either read correctly or refused with a one-line error naming the file:
 
-* :func:`img2img.imageio.read_image`;
-* :func:`img2img.infer.apply_filter` given the path (two models: the folded OpenCV
+* :func:`img2img_filters.imageio.read_image`;
+* :func:`img2img_filters.infer.apply_filter` given the path (two models: the folded OpenCV
   path of a ``linear`` model and the network path of the ``study`` model);
-* ``img2img apply MODEL FILE -o OUT`` (:func:`img2img.cli.main`): exit 0 and the
+* ``img2img apply MODEL FILE -o OUT`` (:func:`img2img_filters.cli.main`): exit 0 and the
   output written, or exit 1 with one line on stderr that names the file;
-* the folder loaders :func:`img2img.data.load_image_folder` and
-  :func:`img2img.data.load_filtered_dataset`: the good files load, the bad ones are
+* the folder loaders :func:`img2img_filters.data.load_image_folder` and
+  :func:`img2img_filters.data.load_filtered_dataset`: the good files load, the bad ones are
   reported (with the same reason), cached or not;
 * ``img2img apply MODEL DIR -o OUT``: the summary lists every failure, the exit code is 1.
 
@@ -37,12 +37,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2img.checkpoint import save_model
-from img2img.cli import main
-from img2img.data import load_filtered_dataset, load_image_folder
-from img2img.imageio import MAX_PIXELS, ImageReadError, read_image
-from img2img.infer import apply_filter
-from img2img.models import create_img2img_model
+from img2img_filters.checkpoint import save_model
+from img2img_filters.cli import main
+from img2img_filters.data import load_filtered_dataset, load_image_folder
+from img2img_filters.imageio import MAX_PIXELS, ImageReadError, read_image
+from img2img_filters.infer import apply_filter
+from img2img_filters.models import create_img2img_model
 from pngs import png_chunk, png_header_only
 
 pytestmark = pytest.mark.timeout(120)  # a reader that opened the FIFO would block forever
@@ -308,7 +308,7 @@ def test_read_image_reads(hostile, case: Case) -> None:
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
 def test_apply_filter_refuses(hostile, model_file: Path, case: Case) -> None:
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     folder, _ = hostile
     with pytest.raises(ImageReadError) as excinfo:
@@ -318,7 +318,7 @@ def test_apply_filter_refuses(hostile, model_file: Path, case: Case) -> None:
 
 @pytest.mark.parametrize("case", READ, ids=lambda c: c.name)
 def test_apply_filter_reads(hostile, model_file: Path, case: Case) -> None:
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     folder, _ = hostile
     path = folder / case.name
@@ -335,7 +335,7 @@ def test_apply_filter_reads(hostile, model_file: Path, case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_cli_apply_one_file(hostile, model_file: Path, case: Case, tmp_path: Path, capsys) -> None:
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     folder, _ = hostile
     path, output = folder / case.name, tmp_path / "out.npy"
@@ -468,7 +468,7 @@ def test_load_filtered_dataset_names_every_skipped_file(
 
 
 def test_cli_apply_a_hostile_folder(hostile, model_file: Path, tmp_path: Path, capsys) -> None:
-    from img2img.checkpoint import load_model
+    from img2img_filters.checkpoint import load_model
 
     folder, _ = hostile
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2img.imageio import (
+from img2img_filters.imageio import (
     MAX_PIXELS,
     ImageReadError,
     list_images,

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.border import BORDER_MODES
-from img2img.filters import create_filter
-from img2img.infer import (
+from img2img_filters.border import BORDER_MODES
+from img2img_filters.filters import create_filter
+from img2img_filters.infer import (
     FoldedFilter,
     Predictor,
     apply_filter,
@@ -26,8 +26,8 @@ from img2img.infer import (
     image_to_tensor,
     prepare_for_inference,
 )
-from img2img.infer.tiling import CPU_TILE_BUDGET, available_memory, plan_axis
-from img2img.models import create_img2img_model, list_archs, receptive_field
+from img2img_filters.infer.tiling import CPU_TILE_BUDGET, available_memory, plan_axis
+from img2img_filters.models import create_img2img_model, list_archs, receptive_field
 
 ARCHS = [entry.name for entry in list_archs()]
 
@@ -144,8 +144,8 @@ def test_memory_stays_bounded_with_tiles(tmp_path: Path) -> None:
         """
         import json, resource, sys
         import numpy as np, torch
-        from img2img.infer import Predictor
-        from img2img.models import create_img2img_model
+        from img2img_filters.infer import Predictor
+        from img2img_filters.models import create_img2img_model
         torch.set_num_threads(2)
         model = create_img2img_model(3, 1, "can")
         image = np.random.default_rng(0).integers(0, 256, (1024, 768, 3), dtype=np.uint8)
@@ -221,7 +221,7 @@ def test_16bit_and_rgba_files(tmp_path: Path, photo: np.ndarray) -> None:
         apply_filter(str(tmp_path / "alpha.png"), model, device="cpu"),
         apply_filter(photo, model, device="cpu"),
     )
-    from img2img.imageio import ImageReadError
+    from img2img_filters.imageio import ImageReadError
 
     with pytest.raises(ImageReadError, match="more than the limit"):
         apply_filter(tmp_path / "alpha.png", model, max_pixels=100)

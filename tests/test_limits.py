@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-import img2img.cli.train as cli_train
-from img2img import create_img2img_model
-from img2img.border import pad2d
-from img2img.checkpoint import CheckpointError, load_model, save_model
-from img2img.cli import main
-from img2img.export import export_model
-from img2img.filters import create_filter
-from img2img.filters.chain import _stage_kernel, compose_kernels
-from img2img.infer import apply_filter
-from img2img.limits import MAX_FILTER_STAGES
-from img2img.models.layers import BorderConv2d
+import img2img_filters.cli.train as cli_train
+from img2img_filters import create_img2img_model
+from img2img_filters.border import pad2d
+from img2img_filters.checkpoint import CheckpointError, load_model, save_model
+from img2img_filters.cli import main
+from img2img_filters.export import export_model
+from img2img_filters.filters import create_filter
+from img2img_filters.filters.chain import _stage_kernel, compose_kernels
+from img2img_filters.infer import apply_filter
+from img2img_filters.limits import MAX_FILTER_STAGES
+from img2img_filters.models.layers import BorderConv2d
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from img2img.data.filtered import FilteredDataset
-from img2img.devices import resolve_device
-from img2img.metrics import compute_metrics, psnr, ssim
-from img2img.models import create_img2img_model
+from img2img_filters.data.filtered import FilteredDataset
+from img2img_filters.devices import resolve_device
+from img2img_filters.metrics import compute_metrics, psnr, ssim
+from img2img_filters.models import create_img2img_model
 
 RTOL = 1e-6
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from img2img.models import (
+from img2img_filters.models import (
     ContextAggregationNet,
     StructuredNet,
     create_img2img_model,
     list_archs,
     receptive_field,
 )
-from img2img.models.can import can_dilations
+from img2img_filters.models.can import can_dilations
 
 ARCHS = [entry.name for entry in list_archs()]
 CHANNELS = [(3, 1), (3, 3)]

@@ -2,7 +2,7 @@
 
 Each call either succeeds or raises ``TypeError``/``ValueError`` (the command line: exits
 with status 2 and one line on stderr) naming what was wrong; nothing else escapes, and no
-example allocates more than the bounds of :mod:`img2img.limits` allow.
+example allocates more than the bounds of :mod:`img2img_filters.limits` allow.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import img2img.cli.apply as cli_apply
-import img2img.cli.train as cli_train
-from img2img import create_img2img_model
-from img2img.cli import main
-from img2img.filters import create_filter, list_filters
-from img2img.models import list_archs
+import img2img_filters.cli.apply as cli_apply
+import img2img_filters.cli.train as cli_train
+from img2img_filters import create_img2img_model
+from img2img_filters.cli import main
+from img2img_filters.filters import create_filter, list_filters
+from img2img_filters.models import list_archs
 
 EXAMPLES = 200
 FUZZ = settings(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
+import importlib.util
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-import img2img
+import img2img_filters
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST_NAME = "img2img-filters"
@@ -39,7 +40,7 @@ def _installed() -> importlib.metadata.Distribution:
 
 
 def test_the_distribution_name_is_ours() -> None:
-    assert img2img.DIST_NAME == DIST_NAME == _pyproject()["project"]["name"]
+    assert img2img_filters.DIST_NAME == DIST_NAME == _pyproject()["project"]["name"]
     assert _installed().metadata["Name"] == DIST_NAME
 
 
@@ -52,22 +53,23 @@ def test_installed_metadata_declares_pillow() -> None:
 
 
 def test_one_version_string() -> None:
-    assert img2img.__version__ == importlib.metadata.version(DIST_NAME)
-    assert img2img.__version__ == _pyproject()["project"]["version"]
-    source = (ROOT / "src" / "img2img" / "__init__.py").read_text(encoding="utf-8")
+    assert img2img_filters.__version__ == importlib.metadata.version(DIST_NAME)
+    assert img2img_filters.__version__ == _pyproject()["project"]["version"]
+    source = (ROOT / "src" / "img2img_filters" / "__init__.py").read_text(encoding="utf-8")
     assert _pyproject()["project"]["version"] not in source
 
 
 def test_typed_and_the_extras() -> None:
-    assert importlib.resources.files("img2img").joinpath("py.typed").is_file()
+    assert importlib.resources.files("img2img_filters").joinpath("py.typed").is_file()
     project = _pyproject()
-    assert project["tool"]["setuptools"]["package-data"]["img2img"] == ["py.typed"]
+    assert project["tool"]["setuptools"]["package-data"]["img2img_filters"] == ["py.typed"]
     extras = project["project"]["optional-dependencies"]
     assert f"{DIST_NAME}[export,notebook]" in extras["dev"]
     copied = set(extras["dev"]) & (set(extras["export"]) | set(extras["notebook"]))
     assert not copied, f"dev copies {sorted(copied)} instead of naming the extras"
     assert any(r.startswith("ipywidgets") for r in extras["notebook"])
-    assert "img2img" in project["project"]["scripts"]
+    scripts = project["project"]["scripts"]
+    assert scripts["img2img-filters"] == scripts["img2img"] == "img2img_filters.cli:main"
 
 
 def test_no_hint_installs_the_other_project() -> None:
@@ -83,3 +85,11 @@ def test_no_hint_installs_the_other_project() -> None:
     assert WRONG_HINT.search("pip install 'img2img[export]'")
     assert WRONG_HINT.search("pip install img2img")
     assert not WRONG_HINT.search("pip install 'img2img-filters[export]'")
+
+
+def test_no_name_collides_with_the_pypi_project_img2img() -> None:
+    """PyPI's ``img2img`` (an image-format converter) installs a top-level ``img2img`` package."""
+    assert importlib.util.find_spec("img2img") is None  # ours imports as img2img_filters
+    assert importlib.util.find_spec("img2img_filters") is not None
+    scripts = _pyproject()["project"]["scripts"]
+    assert not {"jpg2png", "png2jpg", "jpg2ico", "ico2jpg", "png2ico", "ico2png"} & set(scripts)

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from img2img import create_img2img_model, train_model
-from img2img.cli import main
-from img2img.data import load_filtered_dataset
-from img2img.data.pairs import match_pairs
-from img2img.data.targets import read_target
-from img2img.metrics import compute_metrics
+from img2img_filters import create_img2img_model, train_model
+from img2img_filters.cli import main
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.data.pairs import match_pairs
+from img2img_filters.data.targets import read_target
+from img2img_filters.metrics import compute_metrics
 
 SIZE = (40, 56)  # (H, W) of the test photos
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from img2img.auto import arch_for_verdict
-from img2img.data.samples import load_samples
-from img2img.models import ColourLUT, PixelMLP, create_img2img_model, receptive_field
-from img2img.solve import fit_linear, fit_lut
+from img2img_filters.auto import arch_for_verdict
+from img2img_filters.data.samples import load_samples
+from img2img_filters.models import ColourLUT, PixelMLP, create_img2img_model, receptive_field
+from img2img_filters.solve import fit_linear, fit_lut
 
 #: A sepia matrix (rows: output R, G, B; columns: input R, G, B).
 SEPIA = np.array(
@@ -238,7 +238,7 @@ def test_arch_for_verdict() -> None:
 
 
 def test_a_fitted_lut_saves_and_loads(tmp_path, crops) -> None:
-    from img2img.checkpoint import load_model, save_model
+    from img2img_filters.checkpoint import load_model, save_model
 
     model = fit_lut(_Pairs(crops[0][:8], _gamma), size=4, curve_size=32)
     loaded = load_model(save_model(model, tmp_path / "lut.safetensors"))
@@ -249,7 +249,7 @@ def test_a_fitted_lut_saves_and_loads(tmp_path, crops) -> None:
 
 
 def test_fit_auto_fits_the_verdicts_architectures_in_closed_form(crops) -> None:
-    from img2img.auto import AutoChoice, fit_auto
+    from img2img_filters.auto import AutoChoice, fit_auto
 
     train, held_out = _Pairs(crops[0][:32], _gamma), _Pairs(crops[1][:8], _gamma)
     arch, options = arch_for_verdict("pointwise", 3)
@@ -268,7 +268,7 @@ def test_fit_auto_fits_the_verdicts_architectures_in_closed_form(crops) -> None:
 
 
 def test_merging_8bit_colours_gives_the_same_normal_equations(monkeypatch, crops) -> None:
-    from img2img.solve import colour
+    from img2img_filters.solve import colour
 
     # float64 levels u / 255, so that merged and unmerged rows hold the same numbers.
     x = torch.from_numpy(crops[0][:4]).double() / 255.0

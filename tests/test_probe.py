@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from skimage import exposure
 
-from img2img.cli import main
-from img2img.filters import create_filter
-from img2img.imageio import write_image
-from img2img.probe import ProbeReport, probe_operator, read_pair_folders
-from img2img.probe.inputs import as_operator, default_photos
+from img2img_filters.cli import main
+from img2img_filters.filters import create_filter
+from img2img_filters.imageio import write_image
+from img2img_filters.probe import ProbeReport, probe_operator, read_pair_folders
+from img2img_filters.probe.inputs import as_operator, default_photos
 
 SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
 
@@ -207,11 +207,11 @@ def test_an_operator_that_writes_to_its_input_does_not_change_the_photos(photos)
 
 
 def test_public_names():
-    import img2img
-    from img2img.certificate import fidelity_certificate
+    import img2img_filters
+    from img2img_filters.certificate import fidelity_certificate
 
-    assert img2img.probe_operator is probe_operator
-    assert img2img.fidelity_certificate is fidelity_certificate
+    assert img2img_filters.probe_operator is probe_operator
+    assert img2img_filters.fidelity_certificate is fidelity_certificate
 
 
 def test_report_is_frozen(photos):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from img2img.data.filtered import FilteredDataset
-from img2img.imageio import write_image
-from img2img.infer import apply_filter, apply_folder
-from img2img.models import create_img2img_model
-from img2img.solve import fit_linear
-from img2img.train import train_model
+from img2img_filters.data.filtered import FilteredDataset
+from img2img_filters.imageio import write_image
+from img2img_filters.infer import apply_filter, apply_folder
+from img2img_filters.models import create_img2img_model
+from img2img_filters.solve import fit_linear
+from img2img_filters.train import train_model
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from img2img.border import BORDER_MODES, CV2_BORDER_FLAGS, pad2d
-from img2img.filters import create_filter
-from img2img.infer import apply_filter
-from img2img.models import create_img2img_model, get_arch, list_archs, receptive_field
-from img2img.solve import fold_linear
+from img2img_filters.border import BORDER_MODES, CV2_BORDER_FLAGS, pad2d
+from img2img_filters.filters import create_filter
+from img2img_filters.infer import apply_filter
+from img2img_filters.models import create_img2img_model, get_arch, list_archs, receptive_field
+from img2img_filters.solve import fold_linear
 
 ARCHS = [entry.name for entry in list_archs()]
 BORDERS = sorted(BORDER_MODES)

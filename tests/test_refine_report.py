@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from img2img.data import FilteredDataset
-from img2img.models import create_img2img_model
-from img2img.solve.refine import RefineReport, gauss_newton, lbfgs_refine
+from img2img_filters.data import FilteredDataset
+from img2img_filters.models import create_img2img_model
+from img2img_filters.solve.refine import RefineReport, gauss_newton, lbfgs_refine
 
 
 @pytest.mark.parametrize("finish", [lbfgs_refine, gauss_newton])

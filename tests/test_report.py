@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from img2img.cli import main
-from img2img.report import (
+from img2img_filters.cli import main
+from img2img_filters.report import (
     read_run,
     write_comparison_report,
     write_run_report,
 )
-from img2img.report.figures import plot_loss_comparison
-from img2img.report.folder import unique_names
-from img2img.report.page import format_float, format_psnr, format_seconds
-from img2img.runs import DataConfig, ModelConfig, train_run
+from img2img_filters.report.figures import plot_loss_comparison
+from img2img_filters.report.folder import unique_names
+from img2img_filters.report.page import format_float, format_psnr, format_seconds
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
@@ -281,7 +281,7 @@ def test_run_names_are_unique():
 
 
 def read_run_stub(path: Path):
-    from img2img.report import RunFiles
+    from img2img_filters.report import RunFiles
 
     return RunFiles(path)
 

@@ -12,12 +12,12 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch.utils.data import Dataset
 
-from img2img import apply_filter, compute_metrics, preview_predictions, train_model
-from img2img.checkpoint import load_model, save_model
-from img2img.cli import main
-from img2img.data.samples import load_samples
-from img2img.models import create_img2img_model
-from img2img.solve import fit_lut
+from img2img_filters import apply_filter, compute_metrics, preview_predictions, train_model
+from img2img_filters.checkpoint import load_model, save_model
+from img2img_filters.cli import main
+from img2img_filters.data.samples import load_samples
+from img2img_filters.models import create_img2img_model
+from img2img_filters.solve import fit_lut
 
 matplotlib.use("Agg")
 
@@ -131,7 +131,7 @@ def test_cli_apply_writes_an_rgb_png_in_rgb_order(tmp_path: Path, fitted, photo)
 def test_onnx_export_of_an_rgb_lut(tmp_path: Path, fitted) -> None:
     import onnxruntime
 
-    from img2img.export import export_onnx
+    from img2img_filters.export import export_onnx
 
     path = export_onnx(fitted, tmp_path / "lut.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.certificate import certificate_for_model
-from img2img.checkpoint import load_model
-from img2img.cli import main
-from img2img.data import load_filtered_dataset
-from img2img.filters import create_filter
-from img2img.report.certificate import certificate_rows, certificate_section
-from img2img.run.train import target_bit_depth
+from img2img_filters.certificate import certificate_for_model
+from img2img_filters.checkpoint import load_model
+from img2img_filters.cli import main
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.filters import create_filter
+from img2img_filters.report.certificate import certificate_rows, certificate_section
+from img2img_filters.run.train import target_bit_depth
 
 TINY = ["--data", "samples", "--crop-size", "16", "--limit", "24", "--no-progress"]
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from img2img.cli import main
+from img2img_filters.cli import main
 
 #: Examples per command, shared by its three files (``eval`` takes about a second each).
 EXAMPLES = int(os.environ.get("IMG2IMG_FUZZ_EXAMPLES", "100"))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from img2img.checkpoint import load_model, save_model
-from img2img.cli import main
-from img2img.data import download as download_module
+from img2img_filters.checkpoint import load_model, save_model
+from img2img_filters.cli import main
+from img2img_filters.data import download as download_module
 
 TINY = ["--data", "samples", "--filter", "study-sobel", "--arch", "study", "--limit", "8"]
 TINY += ["--crop-size", "16", "--no-progress", "--device", "cpu"]
@@ -141,7 +141,7 @@ def test_resume_refuses_options_that_cannot_change(run: Path, capsys) -> None:
 
 def test_resume_applies_time_budget_and_epochs(run: Path, capsys, monkeypatch) -> None:
     """An interrupted run resumed with --time-budget and --epochs trains under them."""
-    import img2img.run.train
+    import img2img_filters.run.train
 
     (run / "metrics.json").unlink()  # as if killed after epoch 1 was saved
     seen: dict = {}
@@ -150,7 +150,7 @@ def test_resume_applies_time_budget_and_epochs(run: Path, capsys, monkeypatch) -
         seen.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(img2img.run.train, "train_model", spy)
+    monkeypatch.setattr(img2img_filters.run.train, "train_model", spy)
     code, _, err = run_cli(
         capsys, "train", "--resume", str(run), "--time-budget", "7", "--epochs", "3"
     )
@@ -168,7 +168,7 @@ def test_resume_of_a_finished_run_with_more_epochs_continues_it(run: Path, capsy
 
 # -- overwrite ---------------------------------------------------------------------------------
 def test_a_failed_overwrite_restores_the_old_run(run: Path, capsys, monkeypatch) -> None:
-    import img2img.run.train
+    import img2img_filters.run.train
 
     (run / "notes.txt").write_text("mine")
     before = snapshot(run)
@@ -177,7 +177,7 @@ def test_a_failed_overwrite_restores_the_old_run(run: Path, capsys, monkeypatch)
         assert json.loads((run / "config.json").read_text())["data"]["seed"] == 9
         raise RuntimeError("training failed")
 
-    monkeypatch.setattr(img2img.run.train, "train_model", fail)
+    monkeypatch.setattr(img2img_filters.run.train, "train_model", fail)
     code, _, err = run_cli(capsys, "train", *TINY, "--seed", "9", "--out", str(run), "--overwrite")
     assert code == 1 and "training failed" in err
     assert snapshot(run) == before
@@ -209,7 +209,7 @@ def outside(tmp_path: Path) -> Path:
     """A folder of photos outside the run folder."""
     import numpy as np
 
-    from img2img.imageio import write_image
+    from img2img_filters.imageio import write_image
 
     folder = tmp_path / "elsewhere"
     for i in range(3):
@@ -219,13 +219,13 @@ def outside(tmp_path: Path) -> Path:
 
 def spy_on_data(monkeypatch) -> list:
     """Record the ``data`` of every dataset loaded, and every image file read."""
-    import img2img.data
-    import img2img.data.cache
-    import img2img.data.loader
+    import img2img_filters.data
+    import img2img_filters.data.cache
+    import img2img_filters.data.loader
 
     asked: list = []
-    real_load = img2img.data.loader.load_filtered_dataset
-    real_read = img2img.data.cache.read_image
+    real_load = img2img_filters.data.loader.load_filtered_dataset
+    real_read = img2img_filters.data.cache.read_image
 
     def load(*args, **kwargs):
         asked.append(kwargs.get("data", args[0] if args else None))
@@ -235,9 +235,9 @@ def spy_on_data(monkeypatch) -> list:
         asked.append(str(path))
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(img2img.data.loader, "load_filtered_dataset", load)
-    monkeypatch.setattr(img2img.data, "load_filtered_dataset", load, raising=False)
-    monkeypatch.setattr(img2img.data.cache, "read_image", read)
+    monkeypatch.setattr(img2img_filters.data.loader, "load_filtered_dataset", load)
+    monkeypatch.setattr(img2img_filters.data, "load_filtered_dataset", load, raising=False)
+    monkeypatch.setattr(img2img_filters.data.cache, "read_image", read)
     return asked
 
 
@@ -315,7 +315,7 @@ def test_export_refuses_the_checkpoint_it_reads(run: Path, capsys, tmp_path: Pat
 # -- atomic writes, permissions ----------------------------------------------------------------
 def test_run_files_and_report_are_created_0644_under_umask_022(tmp_path: Path) -> None:
     script = (
-        "import os, sys; os.umask(0o022); from img2img.cli import main; "
+        "import os, sys; os.umask(0o022); from img2img_filters.cli import main; "
         f"sys.exit(main(['train', *{TINY!r}, '--epochs', '1', '--out', sys.argv[1]]))"
     )
     out = tmp_path / "run"
@@ -329,7 +329,7 @@ def test_run_files_and_report_are_created_0644_under_umask_022(tmp_path: Path) -
 def test_a_full_disk_keeps_the_old_report_and_leaves_no_temporary_file(
     run: Path, monkeypatch
 ) -> None:
-    from img2img.report import write_run_report
+    from img2img_filters.report import write_run_report
 
     old = (run / "report.html").read_bytes()
     real = Path.write_text
@@ -356,7 +356,7 @@ def test_a_full_disk_keeps_the_old_figure_and_leaves_no_temporary_file(
         Path(path).write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    from img2img.run.folder import RunFolder
+    from img2img_filters.run.folder import RunFolder
 
     figure = Figure()
     monkeypatch.setattr(Figure, "savefig", full)
@@ -368,7 +368,7 @@ def test_a_full_disk_keeps_the_old_figure_and_leaves_no_temporary_file(
 
 def test_temporary_names_stay_short(tmp_path: Path, monkeypatch) -> None:
     long = tmp_path / ("x" * 240 + ".html")  # 245 characters: a longer temporary name fails
-    import img2img.fileio as fileio
+    import img2img_filters.fileio as fileio
 
     seen: list[str] = []
     fileio.atomic_write_text(long, "ok")
@@ -381,7 +381,7 @@ def test_temporary_names_stay_short(tmp_path: Path, monkeypatch) -> None:
 
 def test_every_run_file_is_named_once() -> None:
     """No module but run.folder spells out a run folder's file names."""
-    from img2img.run.folder import OUTPUT_FILES
+    from img2img_filters.run.folder import OUTPUT_FILES
 
     src = Path(__file__).parents[1] / "src" / "img2img"
     modules = [src / "runs.py", src / "train" / "state.py", *(src / "report").glob("*.py")]
@@ -418,10 +418,10 @@ def test_security_notes_state_the_member_bound() -> None:
 @pytest.mark.parametrize(
     ("module", "never"),
     [
-        ("img2img.data.download", "img2img.data.tinyimagenet"),
-        ("img2img.report", "img2img.runs"),
-        ("img2img.report", "img2img.run.train"),
-        ("img2img.run.train", "img2img.report"),
+        ("img2img_filters.data.download", "img2img_filters.data.tinyimagenet"),
+        ("img2img_filters.report", "img2img_filters.runs"),
+        ("img2img_filters.report", "img2img_filters.run.train"),
+        ("img2img_filters.run.train", "img2img_filters.report"),
     ],
 )
 def test_imports_go_one_way(module: str, never: str) -> None:

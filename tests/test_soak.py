@@ -27,8 +27,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from img2img.infer import apply_filter
-from img2img.models import receptive_field
+from img2img_filters.infer import apply_filter
+from img2img_filters.models import receptive_field
 
 ROOT = Path(__file__).resolve().parents[1]
 RSS_GROWTH_BOUND = 16 * 2**20  # bytes

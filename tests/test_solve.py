@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from img2img.data.filtered import FilteredDataset
-from img2img.models import BorderConv2d, create_img2img_model
-from img2img.solve import fit_linear, fold_linear, gauss_newton, kernel_error, lbfgs_refine
+from img2img_filters.data.filtered import FilteredDataset
+from img2img_filters.models import BorderConv2d, create_img2img_model
+from img2img_filters.solve import fit_linear, fold_linear, gauss_newton, kernel_error, lbfgs_refine
 
 LINEAR_SPECS = [
     ("study-sobel", 5),
@@ -222,7 +222,7 @@ def test_fold_linear_rejects_strides_and_empty_models() -> None:
 
 
 def test_kernel_error_of_an_exact_model_is_zero() -> None:
-    from img2img.filters import create_filter
+    from img2img_filters.filters import create_filter
 
     spec = "study-sobel"
     model = create_img2img_model(3, 1, "linear", kernel_size=5, bias=False)

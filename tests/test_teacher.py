@@ -15,12 +15,12 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from img2img.checkpoint import load_model
-from img2img.cli import main
-from img2img.data import load_filtered_dataset
-from img2img.filters import CommandFilter, create_filter
-from img2img.filters.external import TeacherNotRunError
-from img2img.runs import DataConfig, ModelConfig, train_run
+from img2img_filters.checkpoint import load_model
+from img2img_filters.cli import main
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.filters import CommandFilter, create_filter
+from img2img_filters.filters.external import TeacherNotRunError
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
 
 BLUR = """
 import sys, cv2

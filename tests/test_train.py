@@ -15,17 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from img2img.backends.cpu import (
+from img2img_filters.backends.cpu import (
     is_tiny_conv,
     only_tiny_convs,
     tiny_conv2d,
     tiny_conv_mode,
     torch_threads,
 )
-from img2img.checkpoint import load_model, read_metadata
-from img2img.data import FilteredDataset, FolderCrops, folder_crops, to_float
-from img2img.models import create_img2img_model
-from img2img.train import TrainingDivergedError, train_model
+from img2img_filters.checkpoint import load_model, read_metadata
+from img2img_filters.data import FilteredDataset, FolderCrops, folder_crops, to_float
+from img2img_filters.models import create_img2img_model
+from img2img_filters.train import TrainingDivergedError, train_model
 
 
 @pytest.fixture()
@@ -336,7 +336,7 @@ def test_networks_of_tiny_convolutions_train_on_one_pytorch_thread(
 
 
 def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatch) -> None:
-    import img2img.backends.cpu.limits as cpuconv
+    import img2img_filters.backends.cpu.limits as cpuconv
 
     train, val = datasets
     results = []
@@ -365,7 +365,7 @@ def test_training_with_opencv_convolutions_matches_pytorchs(datasets, monkeypatc
     ],
 )
 def test_a_batch_thread_only_with_a_core_to_spare(monkeypatch, cores, local, spare) -> None:
-    import img2img.train.batches as batches
+    import img2img_filters.train.batches as batches
 
     cpus = set(range(cores))
     monkeypatch.setattr(batches.os, "sched_getaffinity", lambda _pid: cpus, raising=False)
@@ -381,7 +381,7 @@ def test_batches_are_made_where_a_core_is_free_with_the_same_training(
 ) -> None:
     import threading
 
-    import img2img.train.batches as batches
+    import img2img_filters.train.batches as batches
 
     train, val = datasets
     makers: set[str] = set()
@@ -577,7 +577,7 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
 
 def _record_batch_threads(train: Dataset, monkeypatch) -> list[bool]:
     """Whether each of ``train``'s epochs is allowed a batch thread, as train_model asks."""
-    import img2img.train.loop as loop
+    import img2img_filters.train.loop as loop
 
     asked = []
     iterate = loop.iterate_batches
@@ -644,7 +644,7 @@ def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkey
 
 
 def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -> None:
-    import img2img.train.batches as training
+    import img2img_filters.train.batches as training
 
     seen = []
     for rank in range(3):
@@ -665,7 +665,7 @@ def test_the_batches_of_an_epoch_are_shared_out_between_processes(monkeypatch) -
 
 
 def test_the_fused_l1_loss_equals_pytorchs() -> None:
-    from img2img.train import LOSSES
+    from img2img_filters.train import LOSSES
 
     outputs = torch.randn(6, 1, 9, 7, requires_grad=True)
     targets = torch.randn(6, 1, 9, 7)

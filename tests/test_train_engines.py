@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-import img2img.train.engines as engines
-from img2img.backends.cpu import torch_threads
-from img2img.cli import build_parser
-from img2img.data import FilteredDataset
-from img2img.models import create_img2img_model
-from img2img.train import TrainConfig, TrainResult, train_model
-from img2img.train.config import ENGINES
-from img2img.train.losses import LOSSES
+import img2img_filters.train.engines as engines
+from img2img_filters.backends.cpu import torch_threads
+from img2img_filters.cli import build_parser
+from img2img_filters.data import FilteredDataset
+from img2img_filters.models import create_img2img_model
+from img2img_filters.train import TrainConfig, TrainResult, train_model
+from img2img_filters.train.config import ENGINES
+from img2img_filters.train.losses import LOSSES
 
 CPU = torch.device("cpu")
 #: One epoch of the study's data: 4096 photos of 64x64 in batches of 128.
@@ -117,7 +117,7 @@ def test_train_model_reports_its_engine_and_trains_with_a_forced_one(datasets, c
     for engine in ("auto", "eager"):
         torch.manual_seed(3)
         model = create_img2img_model(3, 1, "study")
-        with caplog.at_level(logging.INFO, logger="img2img.train.loop"):
+        with caplog.at_level(logging.INFO, logger="img2img_filters.train.loop"):
             results[engine] = train_model(
                 model,
                 train,

@@ -1,6 +1,6 @@
 """Training across processes: SIGKILL and resume, Ctrl-C from the command line, two gloo ranks.
 
-Every test here runs real subprocesses (``python``, ``python -m img2img``,
+Every test here runs real subprocesses (``python``, ``python -m img2img_filters``,
 ``python -m torch.distributed.run``) on small real photos, so each takes a few
 seconds; together they stay well under a minute on two cores.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from img2img.checkpoint import load_model, safe_torch_load
+from img2img_filters.checkpoint import load_model, safe_torch_load
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,9 @@ TRAINER = textwrap.dedent(
     import sys, time, json
     import numpy as np, torch
     torch.set_num_threads(2)
-    from img2img.data import FilteredDataset
-    from img2img.models import create_img2img_model
-    from img2img.train import train_model
+    from img2img_filters.data import FilteredDataset
+    from img2img_filters.models import create_img2img_model
+    from img2img_filters.train import train_model
 
     photos_file, state, result, marker, mode = sys.argv[1:6]
     photos = np.load(photos_file)
@@ -155,7 +155,7 @@ def test_ctrl_c_exits_130_with_a_readable_resumable_state(mini_root: Path, tmp_p
     args = ["--data", str(mini_root), "--limit", "40", "--arch", "study", "--epochs", "40"]
     args += ["--batch-size", "8", "--patience", "0", "--out", str(out), *common]
     process = subprocess.Popen(
-        [sys.executable, "-m", "img2img", "train", *args],
+        [sys.executable, "-m", "img2img_filters", "train", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -177,7 +177,7 @@ def test_ctrl_c_exits_130_with_a_readable_resumable_state(mini_root: Path, tmp_p
     assert not (out / ".lock").exists()
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "img2img", "train", "--resume", str(out), *common],
+        [sys.executable, "-m", "img2img_filters", "train", "--resume", str(out), *common],
         env=env,
         capture_output=True,
         text=True,
@@ -195,9 +195,9 @@ DISTRIBUTED = textwrap.dedent(
     import os, sys, json
     import torch
     torch.set_num_threads(1)  # two processes on two cores
-    import img2img.checkpoint, img2img.fileio, img2img.train.state
-    from img2img.distributed import cleanup_distributed
-    from img2img.runs import DataConfig, ModelConfig, train_run
+    import img2img_filters.checkpoint, img2img_filters.fileio, img2img_filters.train.state
+    from img2img_filters.distributed import cleanup_distributed
+    from img2img_filters.runs import DataConfig, ModelConfig, train_run
 
     root, out, log_dir, compiled = sys.argv[1:5]
     rank = int(os.environ.get("RANK", "0"))
@@ -209,17 +209,17 @@ DISTRIBUTED = textwrap.dedent(
             return original(path, *args, **kwargs)
         return write
 
-    for module in (img2img.checkpoint, img2img.fileio, img2img.train.state):
+    for module in (img2img_filters.checkpoint, img2img_filters.fileio, img2img_filters.train.state):
         module.atomic_write = logged(module.atomic_write)
-    import img2img.backends.cpu.engines
+    import img2img_filters.backends.cpu.engines
     trainers = []
 
-    class Recorded(img2img.backends.cpu.engines.FusedTrainer):
+    class Recorded(img2img_filters.backends.cpu.engines.FusedTrainer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             trainers.append(self)
 
-    img2img.backends.cpu.engines.FusedTrainer = Recorded
+    img2img_filters.backends.cpu.engines.FusedTrainer = Recorded
     result = train_run(
         out,
         DataConfig(data=root, limit=48, seed=1),

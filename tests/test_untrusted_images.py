@@ -30,15 +30,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import img2img
+import img2img_filters
 from conftest import EPS_BYTES
-from img2img.checkpoint import save_model
-from img2img.cli import main
-from img2img.data import load_filtered_dataset
-from img2img.imageio import ImageReadError, read_image
-from img2img.infer import apply_filter, apply_folder
-from img2img.infer.folder import output_paths
-from img2img.models import create_img2img_model
+from img2img_filters.checkpoint import save_model
+from img2img_filters.cli import main
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.imageio import ImageReadError, read_image
+from img2img_filters.infer import apply_filter, apply_folder
+from img2img_filters.infer.folder import output_paths
+from img2img_filters.models import create_img2img_model
 from pngs import png_chunk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_no_other_reader_of_image_files_in_the_package() -> None:
     and OpenCV decodes bytes only where a header checked by Pillow came first."""
     readers = ("Image.open(", "cv2.imread(", "cv2.imdecode(", "skimage.io", "import imageio")
     found, unlisted = [], []
-    for path in sorted((ROOT / "src" / "img2img").rglob("*.py")):
+    for path in sorted((ROOT / "src" / "img2img_filters").rglob("*.py")):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             found += [f"{path.name}: {word}" for word in readers if word in line]
             if "Image.open(" in line and "formats=" not in line:
@@ -317,7 +317,7 @@ _MEASURE = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
-    from img2img.imageio import read_image
+    from img2img_filters.imageio import read_image
 
     def peak():
         status = Path("/proc/self/status")
@@ -355,7 +355,7 @@ def test_decoding_peak_memory_per_pixel(
     path, small = tmp_path / "big.png", tmp_path / "small.png"
     cv2.imwrite(str(path), image)
     cv2.imwrite(str(small), image[:8, :8])
-    package = Path(img2img.__file__).resolve().parents[1]  # the img2img under test
+    package = Path(img2img_filters.__file__).resolve().parents[1]  # the img2img under test
     env = dict(os.environ, PYTHONPATH=str(package), OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(path), str(small), "1" if keep else "0"],

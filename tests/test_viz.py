@@ -11,10 +11,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from img2img import viz
-from img2img.data.filtered import FilteredDataset
-from img2img.models import create_img2img_model
-from img2img.viz import kernels as viz_kernels
+from img2img_filters import viz
+from img2img_filters.data.filtered import FilteredDataset
+from img2img_filters.models import create_img2img_model
+from img2img_filters.viz import kernels as viz_kernels
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -271,7 +271,12 @@ def test_plot_kernels_with_a_real_linear_model():
 
 # -- the study's calls, as its notebook writes them ---------------------------------------------
 def test_the_studys_calls_run_unchanged(tmp_path, photos, monkeypatch):
-    from img2img import compute_metrics, plot_losses, preview_filtered_dataset, preview_predictions
+    from img2img_filters import (
+        compute_metrics,
+        plot_losses,
+        preview_filtered_dataset,
+        preview_predictions,
+    )
 
     monkeypatch.chdir(tmp_path)
     train_dataset = FilteredDataset(photos, "study-sobel", indices=np.arange(5))
@@ -305,13 +310,13 @@ def test_the_studys_calls_run_unchanged(tmp_path, photos, monkeypatch):
 
 def test_path_wins_over_the_studys_save_flag(tmp_path, photos, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("WARNING", logger="img2img.viz"):
+    with caplog.at_level("WARNING", logger="img2img_filters.viz"):
         viz.plot_losses([1.0, 0.5], [1.1, 0.6], True, 0, path=tmp_path / "mine.png")
     assert (tmp_path / "mine.png").is_file() and not (tmp_path / "training_loss.png").exists()
     assert "save=True and path= given; the figure is saved to" in caplog.text
     dataset = FilteredDataset(photos, "study-sobel")
     caplog.clear()
-    with caplog.at_level("WARNING", logger="img2img.viz"):
+    with caplog.at_level("WARNING", logger="img2img_filters.viz"):
         viz.preview_filtered_dataset(dataset, 2, save_plot=True, path=tmp_path / "data.png")
     assert (tmp_path / "data.png").is_file() and not (tmp_path / "preview_plot.png").exists()
     assert "save_plot=True and path= given" in caplog.text

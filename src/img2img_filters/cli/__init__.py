@@ -1,0 +1,99 @@
+"""The ``img2img`` command: parses arguments and calls the library, nothing more.
+
+Each sub-command lives in a module of this package exposing ``register(subparsers)``,
+which adds its parser and sets ``handler`` to a function ``(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["main"]
+
+COMMANDS = (
+    "img2img_filters.cli.train",
+    "img2img_filters.cli.apply",
+    "img2img_filters.cli.export",
+    "img2img_filters.cli.evaluate",
+    "img2img_filters.cli.listing",
+    "img2img_filters.cli.data",
+    "img2img_filters.cli.demo",
+    "img2img_filters.cli.report",
+    "img2img_filters.cli.probe",
+)
+
+
+class UserError(Exception):
+    """An error to report on one line, without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2.
+
+    ``img2img train: error: argument --seed: expected an integer from 0 to ...``: the
+    line names the command and the argument; ``--help`` shows the usage.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE`` on one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its whitespace runs, newlines included, made single spaces."""
+    return " ".join(str(text).split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``img2img`` argument parser with every sub-command."""
+    # loaded when the command runs, so that `img2img --help` stays fast
+    from img2img_filters import __version__
+
+    parser = _Parser(
+        prog="img2img",
+        description="Teach small convolutional networks to imitate image filters, "
+        "and apply them to images of any size.",
+    )
+    parser.add_argument("--version", action="version", version=f"img2img {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    0 success, 1 failure, 2 usage, 130 Ctrl-C, 141 the reader of the output went away
+    (``img2img filters | head -1``: quietly, as a command killed by SIGPIPE).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate = getattr(args, "validate", None)
+    if validate is not None:  # checks that need several arguments, before any data loads
+        try:
+            validate(args)
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            message = _one_line(error) or type(error).__name__
+            print(f"img2img {args.command}: error: {message}", file=sys.stderr)
+            return 2
+    try:
+        status = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        # Nothing more can be written: later flushes (at exit) go to the null device.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("img2img: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as error:
+        message = _one_line(error) or type(error).__name__
+        print(f"img2img: error: {message}", file=sys.stderr)
+        return 1

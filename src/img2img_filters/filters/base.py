@@ -1,0 +1,503 @@
+"""The machinery of filters: parameters, stages, the registry and the spec language.
+
+A filter spec is ``name`` or ``name:key=value,key=value``, and stages chain with
+``|``, applied left to right: ``gray|gaussian:ksize=3|sobel:dx=1,dy=1``.
+Each stage is an instance of a registered :class:`Stage` subclass; a chain of
+stages is a :class:`~img2img_filters.filters.chain.Filter`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from img2img_filters.border import BORDER_MODES, check_border
+from img2img_filters.filters.ops import GRAY_WEIGHTS, correlate, rgb_to_gray
+from img2img_filters.limits import MAX_FILTER_NUMBER, MAX_FILTER_STAGES, describe_value
+
+__all__ = [
+    "GRAY_WEIGHTS",
+    "FilterEntry",
+    "Param",
+    "Stage",
+    "format_filter_table",
+    "kernel_range",
+    "list_filters",
+    "parse_spec",
+    "register_filter",
+]
+
+#: The magnitude of an integer filter parameter (a seed, an order, a size): 64-bit signed.
+MAX_FILTER_INT = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a filter stage.
+
+    Attributes:
+        name: The key used in a spec.
+        kind: ``int``, ``float``, ``bool`` or ``str``.
+        default: The value used when the spec does not give one (``None``: optional).
+        help: One line saying what it does.
+        choices: The allowed values, when they form a short list.
+        allowed: The allowed values in words when they are a range (``"odd, 1-31"``);
+            shown by ``img2img filters`` and in error messages.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    allowed: str = ""
+
+    def describe_allowed(self) -> str:
+        """The allowed values in words: the choices, the range, or the type."""
+        if self.choices is not None:
+            return "|".join(_format_value(c) for c in self.choices)
+        if self.kind is bool:
+            return "true|false"
+        if self.kind is float:
+            bound = f"magnitude <= {MAX_FILTER_NUMBER:g}"
+            return f"{self.allowed}, {bound}" if self.allowed else f"a number of {bound}"
+        return self.allowed or self.kind.__name__
+
+    def parse(self, raw: Any, spec: str) -> Any:
+        """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type.
+
+        Args:
+            raw: The value, a string from a spec or a Python value; ``None`` keeps ``None``.
+            spec: The spec being parsed, for error messages.
+
+        Returns:
+            The value as :attr:`kind`.
+
+        Raises:
+            ValueError: If ``raw`` is not of the parameter's type or not one of its choices.
+        """
+        if raw is None:
+            return None
+        if self.name == "border" and isinstance(raw, str):
+            raw = check_border(raw, argument=f"filter {spec!r}: parameter 'border'")
+        value: Any = raw
+        try:
+            if self.kind is bool:
+                if isinstance(raw, str):
+                    lowered = raw.strip().lower()
+                    if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                        raise ValueError
+                    value = lowered in ("1", "true", "yes", "on")
+                else:
+                    value = bool(raw)
+            elif self.kind is int:
+                if isinstance(raw, bool):
+                    raise ValueError
+                try:
+                    value = int(str(raw).strip())
+                except ValueError:
+                    as_float = float(raw)  # "3.0" is 3; "3.5" is an error
+                    if not as_float.is_integer():
+                        raise
+                    value = int(as_float)
+                if abs(value) > MAX_FILTER_INT:
+                    raise ValueError
+            elif self.kind is float:
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
+                if not abs(value) <= MAX_FILTER_NUMBER:  # NaN too
+                    raise ValueError
+            else:
+                value = str(raw).strip()
+                if self.choices is not None:
+                    value = value.lower()
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(
+                f"filter {spec!r}: parameter {self.name!r} must be {self.describe_allowed()} "
+                f"({self.kind.__name__}); got {describe_value(raw)}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(
+                f"filter {spec!r}: parameter {self.name!r} must be one of "
+                f"{list(self.choices)}; got {raw!r}"
+            )
+        return value
+
+
+def _format_value(value: Any) -> str:
+    """A parameter value as a spec writes it (``true``, ``0.5``, ``reflect101``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+BORDER_PARAM = Param(
+    "border", str, "reflect101", "border mode (OpenCV's names)", tuple(BORDER_MODES)
+)
+CHANNELS_PARAM = Param(
+    "channels", str, "gray", "apply to the grayscale image or to each RGB channel", ("gray", "rgb")
+)
+
+
+class Stage:
+    """One operator of a filter chain, applied to a batch ``(B, C, H, W)``.
+
+    Subclasses set the class attributes, declare :attr:`params`, validate in
+    :meth:`validate`, and implement :meth:`apply_one` on a batch whose channels
+    are already chosen (grayscale or RGB). Linear stages implement
+    :meth:`kernel2d` instead; they are applied by
+    :func:`~img2img_filters.filters.ops.correlate`.
+
+    Attributes:
+        name: The registry name.
+        description: One line for ``img2img filters``.
+        params: The stage's own parameters (``border`` and ``channels`` are added
+            automatically when :attr:`spatial` and :attr:`color_aware` are set).
+        linear: Whether the stage is a linear operator.
+        spatial: Whether the stage looks at neighbours (has a border).
+        color_aware: Whether the stage converts RGB input to gray by default.
+        takes_channels: Whether the stage offers ``channels=rgb`` (all colour-aware
+            stages but ``gray`` itself).
+        borders: The border modes the stage supports, its default first: exactly
+            those the OpenCV function it names accepts.
+        backend: ``"pytorch"`` (batched, on the batch's device) or ``"opencv"``
+            (per image, on the CPU).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    linear: ClassVar[bool] = False
+    spatial: ClassVar[bool] = True
+    color_aware: ClassVar[bool] = True
+    takes_channels: ClassVar[bool] = True
+    borders: ClassVar[tuple[str, ...]] = ("reflect101", "reflect", "replicate", "constant")
+    backend: ClassVar[str] = "pytorch"
+
+    def __init__(self, spec: str = "", **values: Any) -> None:
+        self.spec = spec or self.name
+        known = {p.name: p for p in self.all_params()}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"filter {self.spec!r}: unknown parameter {unknown[0]!r}; "
+                f"{self.name!r} takes {sorted(known) or 'no parameters'}"
+            )
+        self.values: dict[str, Any] = {}
+        for pname, param in known.items():
+            raw = values.get(pname, param.default)
+            self.values[pname] = param.parse(raw, self.spec)
+        self.validate()
+        if self.linear and not np.isfinite(self.kernel2d()).all():
+            scaling = [p.name for p in self.params if p.kind is float] or ["its parameters"]
+            self.fail("/".join(scaling), "values that keep the kernel finite", self.values)
+
+    # -- declaration -------------------------------------------------------------------------
+    @classmethod
+    def all_params(cls) -> tuple[Param, ...]:
+        """The stage's parameters, including the shared ``border`` and ``channels``."""
+        extra: list[Param] = []
+        if cls.spatial:
+            extra.append(
+                Param(BORDER_PARAM.name, str, cls.borders[0], BORDER_PARAM.help, cls.borders)
+            )
+        if cls.color_aware and cls.takes_channels:
+            extra.append(CHANNELS_PARAM)
+        return (*cls.params, *extra)
+
+    def validate(self) -> None:
+        """Check parameter values together; raise :class:`ValueError` naming the parameter."""
+
+    def fail(self, param: str, allowed: str, value: Any) -> None:
+        """Raise the standard error for a bad parameter value.
+
+        Args:
+            param: The parameter's name.
+            allowed: The allowed values in words (``"an odd integer from 1 to 31"``).
+            value: The value given.
+
+        Raises:
+            ValueError: Always.
+        """
+        raise ValueError(
+            f"filter {self.spec!r}: parameter {param!r} must be {allowed}; got {value!r}"
+        )
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def border(self) -> str | None:
+        """The border mode, or ``None`` for pointwise stages."""
+        return self.values.get("border") if self.spatial else None
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the stage applies to each channel instead of the grayscale image."""
+        return self.color_aware and self.values.get("channels") == "rgb"
+
+    def to_gray(self, in_channels: int) -> bool:
+        """Whether the stage converts its ``in_channels``-channel input to gray first."""
+        return in_channels == 3 and self.color_aware and not self.per_channel
+
+    def out_channels(self, in_channels: int) -> int:
+        """The number of output channels for ``in_channels`` input channels."""
+        return 1 if self.to_gray(in_channels) else in_channels
+
+    def canonical(self) -> str:
+        """The spec of this stage with every parameter written out, in declaration order."""
+        parts = [
+            f"{param.name}={_format_value(self.values[param.name])}"
+            for param in self.all_params()
+            if self.values[param.name] is not None
+        ]
+        return f"{self.name}:{','.join(parts)}" if parts else self.name
+
+    # -- behaviour ---------------------------------------------------------------------------
+    def kernel2d(self) -> np.ndarray:
+        """The stage's correlation kernel ``(kh, kw)``, float64, centred (odd sizes)."""
+        raise NotImplementedError(f"{self.name!r} is not linear")
+
+    def output_range(self, low: float, high: float) -> tuple[float, float]:
+        """The output range for inputs in ``[low, high]`` (gray conversion keeps the range)."""
+        if self.linear:
+            return kernel_range(self.kernel2d(), low, high)
+        return low, high
+
+    def apply_one(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the stage to ``x`` ``(B, C, H, W)`` whose channels are already chosen."""
+        if self.linear:
+            return correlate(x, self.kernel2d(), self.values["border"])
+        raise NotImplementedError
+
+    def radius(self) -> int:
+        """How many pixels away, at most, an output pixel looks (0 for pointwise stages)."""
+        if not self.spatial:
+            return 0
+        if self.linear:
+            kh, kw = self.kernel2d().shape
+            return max(kh, kw) // 2
+        raise NotImplementedError(f"{self.name!r} must say its radius")
+
+    def min_size(self) -> int:
+        """The smallest image side the stage accepts.
+
+        OpenCV extends the border of an image of any size (a reflection folds as
+        often as needed), and :func:`img2img_filters.border.pad2d` does the same, so every
+        stage accepts any non-empty image; a stage with a real limit overrides this.
+        """
+        return 1
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the stage to a batch ``(B, C, H, W)``; RGB becomes gray unless ``channels=rgb``."""
+        if self.to_gray(x.shape[1]):
+            x = rgb_to_gray(x)
+        return self.apply_one(x)
+
+    def __repr__(self) -> str:
+        return f"Stage({self.canonical()!r})"
+
+
+def kernel_range(kernel: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """The range of a correlation with ``kernel`` when every input lies in ``[low, high]``.
+
+    Args:
+        kernel: Any array of weights.
+        low: The smallest input value.
+        high: The largest input value.
+
+    Returns:
+        ``(low, high)`` of the output: the positive weights meet one end of the
+        input range and the negative weights the other.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    positive = float(kernel[kernel > 0].sum())
+    negative = float(kernel[kernel < 0].sum())
+    return positive * low + negative * high, positive * high + negative * low
+
+
+@dataclass
+class FilterEntry:
+    """A registered filter name: a stage class, or a preset expanding to a chain.
+
+    Attributes:
+        name: The name used in specs.
+        description: One line for ``img2img filters``.
+        params: Its parameters with their defaults and allowed values.
+        build: ``build(spec, **raw_values) -> list[Stage]``.
+        backend: ``"pytorch"`` or ``"opencv"`` (see :class:`Stage`).
+        linear: Whether the filter is linear.
+    """
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    build: Callable[..., list[Stage]]
+    backend: str
+    linear: bool
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, FilterEntry] = {}
+
+
+def register_filter(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: add a :class:`Stage` subclass to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise RuntimeError(f"filter name {cls.name!r} is empty or already registered")
+
+    def build(spec: str, **values: Any) -> list[Stage]:
+        return [cls(spec, **values)]
+
+    _REGISTRY[cls.name] = FilterEntry(
+        cls.name, cls.description, cls.all_params(), build, cls.backend, cls.linear
+    )
+    return cls
+
+
+def register_preset(
+    name: str,
+    description: str,
+    params: Sequence[Param],
+    build: Callable[..., list[Stage]],
+    *,
+    linear: bool,
+    backend: str = "pytorch",
+) -> None:
+    """Register a named chain of stages (e.g. the study's targets) with its own parameters.
+
+    Args:
+        name: The name used in specs.
+        description: One line for ``img2img filters``.
+        params: The preset's parameters.
+        build: ``build(spec, **parsed_values) -> list[Stage]``.
+        linear: Whether the chain is linear.
+        backend: ``"pytorch"`` or ``"opencv"``.
+    """
+    if not name or name in _REGISTRY:
+        raise RuntimeError(f"filter name {name!r} is empty or already registered")
+
+    def checked_build(spec: str, **values: Any) -> list[Stage]:
+        known = {p.name: p for p in params}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"filter {spec!r}: unknown parameter {unknown[0]!r}; "
+                f"{name!r} takes {sorted(known) or 'no parameters'}"
+            )
+        parsed = {p.name: p.parse(values.get(p.name, p.default), spec) for p in params}
+        return build(spec, **parsed)
+
+    _REGISTRY[name] = FilterEntry(name, description, tuple(params), checked_build, backend, linear)
+
+
+def list_filters() -> list[FilterEntry]:
+    """All registered filters, sorted by name.
+
+    Returns:
+        One :class:`FilterEntry` per filter, with its parameters, defaults and
+        a one-line description.
+    """
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def format_filter_table() -> str:
+    """The registered filters as plain text: what ``img2img filters`` prints.
+
+    Each filter gets a heading line (name, linear or not, backend, description)
+    followed by one line per parameter: name, type, default, allowed values, help.
+
+    Returns:
+        The table, one line per filter and per parameter, ending with a note on the spec syntax.
+    """
+    entries = list_filters()
+    rows: list[tuple[str, str, str, str, str]] = []
+    for entry in entries:
+        for param in entry.params:
+            default = "-" if param.default is None else _format_value(param.default)
+            rows.append(
+                (param.name, param.kind.__name__, default, param.describe_allowed(), param.help)
+            )
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+    lines: list[str] = []
+    for entry in entries:
+        kind = "linear" if entry.linear else "non-linear"
+        lines.append(f"{entry.name}  ({kind}, {entry.backend})  {entry.description}")
+        for param in entry.params:
+            default = "-" if param.default is None else _format_value(param.default)
+            cells = (param.name, param.kind.__name__, default, param.describe_allowed())
+            padded = "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+            lines.append(f"    {padded}  {param.help}")
+    lines.append("")
+    lines.append(
+        "spec: name or name:key=value,key=value; chain stages with '|' (applied left to right), "
+        "e.g. gray|gaussian:ksize=3|sobel:dx=1,dy=1"
+    )
+    return "\n".join(lines)
+
+
+def get_entry(name: str, spec: str) -> FilterEntry:
+    """Look a filter name up; an unknown name raises ``ValueError`` listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"filter {spec!r}: unknown filter {name!r}; known filters: {sorted(_REGISTRY)}"
+        ) from None
+
+
+def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
+    """Split a spec into ``(name, {key: raw value}, stage text)`` triples.
+
+    Args:
+        spec: e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``.
+
+    Returns:
+        One triple per stage, in order. Names and keys are lower-cased
+        (``L2gradient`` is ``l2gradient``); values keep their case; all are
+        stripped of surrounding spaces.
+
+    Raises:
+        TypeError: If ``spec`` is not a string.
+        ValueError: On an empty spec, an empty stage or name, a parameter without
+            ``=``, or a parameter given twice.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
+    if not spec.strip():
+        raise ValueError("filter spec is empty; try `img2img filters` for the list")
+    count = spec.count("|") + 1
+    if count > MAX_FILTER_STAGES:
+        raise ValueError(
+            f"filter spec {_clip(spec)!r} has {count} stages; the limit is {MAX_FILTER_STAGES} "
+            "(img2img_filters.limits.MAX_FILTER_STAGES)"
+        )
+    stages = []
+    for text in spec.split("|"):
+        text = text.strip()
+        if not text:
+            raise ValueError(f"filter {spec!r}: empty stage between '|'")
+        name, _, rest = text.partition(":")
+        if not name.strip():
+            raise ValueError(f"filter {spec!r}: stage {text!r} has no filter name before ':'")
+        values: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"filter {spec!r}: expected key=value, got {item!r}")
+            key = key.strip().lower()
+            if key in values:
+                raise ValueError(f"filter {spec!r}: parameter {key!r} given twice")
+            values[key] = value.strip()
+        stages.append((name.strip().lower(), values, text))
+    return stages
+
+
+def _clip(text: str, length: int = 60) -> str:
+    """``text`` cut to ``length`` characters for an error message."""
+    return text if len(text) <= length else text[: length - 3] + "..."

@@ -1,0 +1,297 @@
+"""Finishing a trained model: L-BFGS on the MSE within a time limit, Gauss-Newton in float64."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jacfwd
+
+from img2img_filters.devices import DeviceLike, resolve_device
+from img2img_filters.solve.batches import iter_batches
+
+__all__ = ["RefineReport", "gauss_newton", "lbfgs_refine"]
+
+
+@dataclass(frozen=True)
+class RefineReport:
+    """How a polish of a trained model went.
+
+    Attributes:
+        method: ``"l-bfgs"`` or ``"gauss-newton"``.
+        loss_before: The MSE before the polish.
+        loss_after: The MSE of the weights the model ends with.
+        iterations: Iterations (L-BFGS) or steps taken (Gauss-Newton).
+        images: Photos in the objective.
+        seconds: Wall time.
+        stopped: ``"steps"``, ``"converged"`` or ``"time"``.
+    """
+
+    method: str
+    loss_before: float
+    loss_after: float
+    iterations: int
+    images: int
+    seconds: float
+    stopped: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+
+class _DeadlineError(Exception):
+    """Raised inside the L-BFGS objective when the polish runs out of time."""
+
+
+def lbfgs_refine(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    steps: int = 100,
+    images: int = 128,
+    seconds: float | None = None,
+    batch_size: int = 32,
+    device: DeviceLike = "cpu",
+    history_size: int = 20,
+    dtype: torch.dtype | None = None,
+) -> RefineReport:
+    """Polish a trained model with full-batch L-BFGS on the MSE, within a time limit.
+
+    The objective is the MSE over every pixel of the first ``images`` photos, the
+    model in eval mode; the optimiser L-BFGS with a strong-Wolfe line search, stopped after ``steps``
+    iterations, at convergence, or when an evaluation of the objective would
+    start after ``seconds``; the model then takes the best weights evaluated.
+    Where Adam with a constant learning rate hovers around a minimum, L-BFGS
+    descends into it: a linear model reaches its exact kernel, a network whose
+    head is linear in its inputs (the sorted window of a rank filter) its best
+    weights.
+
+    Args:
+        model: The model; moved to ``device`` and updated in place.
+        dataset: A ``FilteredDataset`` (or any dataset of ``(input, target)`` pairs).
+        steps: Most L-BFGS iterations.
+        images: Photos in the objective.
+        seconds: Start no evaluation of the objective (after the first) once this long
+            has passed since the call (``None``: no limit).
+        batch_size: Photos per chunk of the objective.
+        device: Where the model and photos live.
+        history_size: L-BFGS memory.
+        dtype: Polish in this precision (e.g. ``torch.float64``), then return to the
+            model's own: a linear model's loss is a quadratic whose weakest directions
+            (how the kernel splits between the strongly correlated R, G and B) change
+            it by less than float32 resolves.
+
+    Returns:
+        The :class:`RefineReport` (``stopped``: ``"steps"``, ``"converged"`` or ``"time"``);
+        ``model.refine_report`` holds it as a dict too, for older callers.
+    """
+    started = time.perf_counter()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive integer; got {images!r}")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
+    ):
+        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
+    device = resolve_device(device)
+    model.to(device)
+    chunks = list(iter_batches(dataset, batch_size, device, images))
+    elements = sum(y.numel() for _, y in chunks)
+    own_dtype = next(model.parameters()).dtype if dtype is not None else None
+    if dtype is not None:
+        model.to(dtype)
+        chunks = [(x.to(dtype), y.to(dtype)) for x, y in chunks]
+    was_training = model.training
+    model.eval()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        model.train(was_training)
+        raise ValueError(f"lbfgs_refine: {type(model).__name__} has no trainable parameter")
+    optimizer = torch.optim.LBFGS(
+        parameters,
+        lr=1.0,
+        max_iter=steps,
+        history_size=history_size,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-16,
+        line_search_fn="strong_wolfe",
+    )
+    best = {"loss": math.inf, "weights": [p.detach().clone() for p in parameters]}
+    losses: list[float] = []
+
+    def closure() -> torch.Tensor:
+        if losses and seconds is not None and time.perf_counter() - started > seconds:
+            raise _DeadlineError
+        optimizer.zero_grad()
+        total = 0.0
+        for x, y in chunks:
+            loss = F.mse_loss(model(x), y, reduction="sum") / elements
+            loss.backward()
+            total += float(loss.detach())
+        losses.append(total)
+        if total < best["loss"]:  # the weights this loss belongs to
+            best["loss"] = total
+            best["weights"] = [p.detach().clone() for p in parameters]
+        return torch.tensor(total)
+
+    stopped = "steps"
+    try:
+        optimizer.step(closure)
+    except _DeadlineError:
+        stopped = "time"
+    finally:
+        model.train(was_training)
+    with torch.no_grad():
+        for parameter, weight in zip(parameters, best["weights"], strict=True):
+            parameter.copy_(weight)
+    if own_dtype is not None:
+        model.to(own_dtype)
+    iterations = int(optimizer.state[parameters[0]].get("n_iter", 0))
+    if stopped == "steps" and iterations < steps:
+        stopped = "converged"
+    if not math.isfinite(best["loss"]):  # no finite loss: the weights stay as they were
+        best["loss"] = losses[0]
+    report = RefineReport(
+        method="l-bfgs",
+        loss_before=losses[0],
+        loss_after=best["loss"],
+        iterations=iterations,
+        images=sum(x.shape[0] for x, _ in chunks),
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+    )
+    model.refine_report = report.as_dict()
+    return report
+
+
+#: Levenberg-Marquardt damping tried in turn, as fractions of the mean curvature.
+_DAMPING = (0.0, 1e-6, 1e-4, 1e-2, 1.0)
+
+
+def gauss_newton(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    steps: int = 3,
+    images: int = 32,
+    device: DeviceLike = "cpu",
+    max_elements: int = 2**24,
+) -> RefineReport:
+    """Finish a small model with Gauss-Newton steps on the MSE, in float64.
+
+    Each step linearises the model's output in its parameters, ``y(w + d) ~ y(w) + J d``,
+    accumulates the normal equations ``J^T J`` and ``J^T r`` over every pixel of the
+    first ``images`` photos (``J`` by forward-mode differentiation, blocks of photos at a
+    time), and moves to their least-squares solution (the minimum-norm one where the
+    parameters are redundant, as in a stack of convolutions), damped (Levenberg-Marquardt)
+    when the plain step does not lower the loss. For a one-layer linear
+    model the MSE is a quadratic and the first step lands on its exact minimum: the
+    kernel that :func:`img2img_filters.solve.fit_linear` computes, whatever gradient descent
+    left, including along the directions (how the kernel splits between the strongly
+    correlated R, G and B) that first-order methods in float32 never resolve. A deeper
+    linear stack converges in a few steps.
+
+    Args:
+        model: The model (a linear one, or any with few parameters); updated in place.
+        dataset: A ``FilteredDataset`` (or any dataset of ``(input, target)`` pairs).
+        steps: Gauss-Newton steps; stops early when a step no longer lowers the loss.
+        images: Photos in the objective.
+        device: Where to compute.
+        max_elements: Largest Jacobian block (pixels x parameters) held at once.
+
+    Returns:
+        The :class:`RefineReport`; ``model.refine_report`` holds it as a dict too, for
+        older callers.
+    """
+    started = time.perf_counter()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive integer; got {images!r}")
+    device = resolve_device(device)
+    own_dtype = next(model.parameters()).dtype
+    model.to(device=device, dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    shapes = [params[name].shape for name in names]
+    sizes = [params[name].numel() for name in names]
+    count = sum(sizes)
+    chunks = [
+        (x.to(torch.float64), y.to(torch.float64))
+        for x, y in iter_batches(dataset, 1, device, images)
+    ]
+    pixels = sum(y.numel() for _, y in chunks)
+
+    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            name: part.view(shape)
+            for name, part, shape in zip(names, flat.split(sizes), shapes, strict=True)
+        }
+
+    def outputs(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, unflatten(flat), (x,)).flatten()
+
+    def loss_of(flat: torch.Tensor) -> float:
+        with torch.no_grad():
+            total = sum(float((outputs(flat, x) - y.flatten()).square().sum()) for x, y in chunks)
+        return total / pixels
+
+    flat = torch.cat([params[name].detach().flatten() for name in names])
+    losses = [loss_of(flat)]
+    stopped = "steps"
+    per_photo = max(1, chunks[0][1].numel()) * count
+    block = max(1, max_elements // per_photo)
+    identity = torch.eye(count, dtype=torch.float64)
+    try:
+        for _ in range(steps):
+            normal = torch.zeros(count, count, dtype=torch.float64, device=device)
+            gradient = torch.zeros(count, dtype=torch.float64, device=device)
+            for first in range(0, len(chunks), block):
+                x = torch.cat([c[0] for c in chunks[first : first + block]])
+                y = torch.cat([c[1] for c in chunks[first : first + block]]).flatten()
+                jacobian = jacfwd(outputs)(flat, x)  # (pixels, parameters)
+                with torch.no_grad():
+                    residual = outputs(flat, x) - y
+                normal.addmm_(jacobian.T, jacobian)
+                gradient.addmv_(jacobian.T, residual)
+            # The small damped system is solved on the CPU: the "gelsd" driver exists only there.
+            normal, gradient = normal.cpu(), gradient.cpu()
+            scale = float(normal.diagonal().mean())
+            for damping in _DAMPING:  # Gauss-Newton first, then Levenberg-Marquardt
+                matrix = normal + damping * scale * identity
+                solution = torch.linalg.lstsq(matrix, gradient, rcond=1e-13, driver="gelsd")
+                step = solution.solution.to(flat.device)
+                loss = loss_of(flat - step)
+                if loss < losses[-1]:
+                    break
+            else:
+                stopped = "converged"
+                break
+            flat = flat - step
+            losses.append(loss)
+    finally:
+        with torch.no_grad():
+            for name, value in unflatten(flat).items():
+                params[name].copy_(value)
+        model.to(own_dtype)
+        model.train(was_training)
+    report = RefineReport(
+        method="gauss-newton",
+        loss_before=losses[0],
+        loss_after=losses[-1],
+        iterations=len(losses) - 1,
+        images=len(chunks),
+        seconds=time.perf_counter() - started,
+        stopped=stopped,
+    )
+    model.refine_report = report.as_dict()
+    return report

@@ -1,0 +1,344 @@
+"""Images: a dataset's inputs and targets, a model's predictions and errors, a filter on a photo."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from img2img_filters.data import FilteredDataset
+from img2img_filters.devices import DeviceLike, resolve_device
+from img2img_filters.imageio import read_image
+from img2img_filters.viz.style import (
+    ERROR_CMAP,
+    SIGNED_CMAP,
+    UNSIGNED_CMAP,
+    check_count,
+    compact_ticks,
+    figure_path,
+    finish,
+    new_figure,
+    styled,
+    title_width,
+    wrap_title,
+)
+
+__all__ = ["preview_filter", "preview_filtered_dataset", "preview_predictions"]
+
+
+def _first_items(
+    dataset: Any, count: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``(n, 3, H, W)`` and targets ``(n, C, H, W)`` of the first ``count`` items."""
+    if callable(getattr(dataset, "batch", None)):
+        inputs, targets = dataset.batch(list(range(count)), device)
+    else:
+        pairs = [dataset[i] for i in range(count)]
+        inputs = torch.stack([pair[0] for pair in pairs])
+        targets = torch.stack([pair[1] for pair in pairs])
+    return inputs.to(device), targets.to(device)
+
+
+def _dataset_count(dataset: Any, num_images: Any) -> int:
+    num_images = check_count(num_images, "num_images")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: there are no images to show")
+    return min(num_images, len(dataset))
+
+
+def _filter_spec(dataset: Any) -> str | None:
+    spec = getattr(getattr(dataset, "filter", None), "spec", None)
+    return spec if isinstance(spec, str) else None
+
+
+class _Scale:
+    """One colour scale shared by the model output and the target.
+
+    Single-channel maps use a symmetric diverging colour map for signed
+    filters and grayscale for non-negative ones, with limits from both
+    arrays; without a filter, the targets (the last array) decide whether the
+    signal is signed. Three-channel images are shown as RGB: values are mapped
+    from ``[vmin, vmax]`` to [0, 1] and clipped ([0, 1] is kept as is for
+    non-negative signals whose targets lie there; outputs are clipped to it).
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], dataset: Any) -> None:
+        finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays])
+        low = float(finite.min()) if finite.size else 0.0
+        high = float(finite.max()) if finite.size else 1.0
+        # The targets (the last array) say what the signal is: a model's slight
+        # undershoot must not show a colour image as a signed map.
+        reference = arrays[-1][np.isfinite(arrays[-1])]
+        ref_low = float(reference.min()) if reference.size else 0.0
+        ref_high = float(reference.max()) if reference.size else 1.0
+        output_range = getattr(getattr(dataset, "filter", None), "output_range", None)
+        if output_range is not None:
+            self.signed = float(output_range[0]) < 0
+        else:
+            self.signed = ref_low < 0
+        self.channels = arrays[0].shape[1]
+        self.rgb = self.channels == 3
+        if self.signed:
+            limit = max(abs(low), abs(high)) or 1.0
+            self.vmin, self.vmax = -limit, limit
+            self.cmap = SIGNED_CMAP
+        elif self.rgb and ref_low >= 0 and ref_high <= 1:
+            self.vmin, self.vmax = 0.0, 1.0
+            self.cmap = None
+        else:
+            self.vmin, self.vmax = (low, high) if high > low else (low - 0.5, low + 0.5)
+            self.cmap = UNSIGNED_CMAP
+
+    def image(self, item: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` -> ``(H, W, 3)`` in [0, 1] for RGB, else the first channel ``(H, W)``."""
+        if self.rgb:
+            scaled = (item - self.vmin) / (self.vmax - self.vmin)
+            return np.clip(np.nan_to_num(scaled), 0.0, 1.0).transpose(1, 2, 0)
+        return item[0]
+
+    def show(self, ax: Any, item: np.ndarray) -> Any:
+        if self.rgb:
+            return ax.imshow(self.image(item))
+        return ax.imshow(self.image(item), cmap=self.cmap, vmin=self.vmin, vmax=self.vmax)
+
+    @property
+    def label(self) -> str:
+        if self.rgb:
+            return ""
+        kind = "signed" if self.signed else "non-negative"
+        suffix = "" if self.channels == 1 else f", channel 0 of {self.channels}"
+        return f"filter response ({kind}{suffix})"
+
+
+def _rgb(item: np.ndarray) -> np.ndarray:
+    """An input ``(3, H, W)`` in [0, 1] as ``(H, W, 3)``, clipped."""
+    return np.clip(item.transpose(1, 2, 0), 0.0, 1.0)
+
+
+def _bare(ax: Any) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _run_model(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The model's outputs for ``inputs``, in eval mode, with its mode and device restored."""
+    was_training = model.training
+    first = next(iter(model.parameters()), None)
+    old_device = None if first is None else first.device
+    try:
+        model.eval()
+        if first is not None:
+            model.to(device)
+            inputs = inputs.to(first.dtype) if inputs.is_floating_point() else inputs
+        with torch.no_grad():
+            return model(inputs.to(device))
+    finally:
+        if old_device is not None:
+            model.to(old_device)
+        model.train(was_training)
+
+
+def preview_predictions(
+    model: nn.Module,
+    dataset: Any,
+    num_images: int = 4,
+    save_plot: bool | str | os.PathLike[str] = False,
+    plot_save_path: str | os.PathLike[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: DeviceLike = "auto",
+) -> Figure:
+    """A grid of the first dataset items: input | model output | target | absolute error.
+
+    Output and target share one colour scale (limits from both): a symmetric
+    diverging map for signed filters (such as Sobel; decided by the dataset
+    filter's output range, else by the sign of the values), grayscale for
+    non-negative ones, with one colour bar under the two columns. Errors
+    ``|output - target|`` (averaged over channels when ``C > 1``) share one
+    scale from 0 with their own colour bar. Three-channel outputs are shown as
+    RGB images, clipped to the shared scale. The model runs in eval mode under
+    ``torch.no_grad()`` and is left in its previous mode and on its device.
+
+    The study's call ``preview_predictions(model, val, num_images=5, save_plot=True,
+    plot_save_path="prediction_plot.png")`` works as written.
+
+    Args:
+        model: Maps ``(B, 3, H, W)`` to ``(B, C, H, W)``.
+        dataset: A dataset with ``batch(positions, device)`` or ``(input,
+            target)`` items (``input`` ``(3, H, W)`` RGB in [0, 1]).
+        num_images: Rows to show (at most the dataset's length).
+        save_plot: The study's flag: ``True`` saves to ``plot_save_path``. A
+            path here is taken as ``path``.
+        plot_save_path: The study's file for ``save_plot=True`` (default
+            ``prediction_plot.png`` in the working directory).
+        path: Where to save the figure as PNG (``None``: do not save); wins
+            over ``save_plot``, with a logged notice.
+        device: Where to run the model (``"auto"``: CUDA when available).
+
+    Returns:
+        The figure: ``4 * rows`` image axes plus the colour bars (two for
+        single-channel outputs, one for RGB).
+
+    Raises:
+        TypeError: If ``save_plot`` is neither a bool nor a path.
+        ValueError: If ``num_images < 1``, the dataset is empty, or the model
+            output's shape differs from the targets'.
+    """
+    study_file = "prediction_plot.png" if plot_save_path is None else plot_save_path
+    path = figure_path(save_plot, "save_plot", path, study_file)
+    count = _dataset_count(dataset, num_images)
+    target_device = resolve_device(device)
+    inputs, targets = _first_items(dataset, count, target_device)
+    outputs = _run_model(model, inputs, target_device)
+    if outputs.shape != targets.shape:
+        raise ValueError(
+            "model output and targets must have the same shape; got output "
+            f"{tuple(outputs.shape)} and targets {tuple(targets.shape)}"
+        )
+    inputs_np = inputs.detach().double().cpu().numpy()
+    outputs_np = outputs.detach().double().cpu().numpy()
+    targets_np = targets.detach().double().cpu().numpy()
+    errors = np.abs(outputs_np - targets_np).mean(axis=1)
+    scale = _Scale([outputs_np, targets_np], dataset)
+    error_max = float(np.nanmax(errors)) if np.isfinite(errors).any() else 0.0
+    error_max = error_max if error_max > 0 else 1.0
+    arch = (
+        getattr(model, "config", {}).get("arch")
+        if isinstance(getattr(model, "config", None), dict)
+        else None
+    )
+    spec = _filter_spec(dataset)
+    with styled("white"):
+        fig = new_figure(4 * 2.3, count * 2.3 + 1.3, "compressed")
+        axes = fig.subplots(count, 4, squeeze=False)
+        value_image = error_image = None
+        column_titles = ("Input (RGB)", "Model output", "Target", "|Output − target|")
+        for row in range(count):
+            ax_in, ax_out, ax_target, ax_error = axes[row]
+            ax_in.imshow(_rgb(inputs_np[row]))
+            value_image = scale.show(ax_out, outputs_np[row])
+            scale.show(ax_target, targets_np[row])
+            error_image = ax_error.imshow(errors[row], cmap=ERROR_CMAP, vmin=0.0, vmax=error_max)
+            for ax in axes[row]:
+                _bare(ax)
+            ax_in.set_ylabel(f"item {row}")
+            ax_error.set_xlabel(f"mean {errors[row].mean():.3g}")
+            if row == 0:
+                for ax, text in zip(axes[row], column_titles, strict=True):
+                    ax.set_title(text)
+        if not scale.rgb:
+            fig.colorbar(
+                value_image,
+                ax=list(axes[:, 1:3].ravel()),
+                location="bottom",
+                shrink=0.8,
+                aspect=30,
+                label=f"Output and target: {scale.label}",
+            )
+        error_label = "absolute error" + (",\nmean over channels" if scale.channels > 1 else "")
+        error_bar = fig.colorbar(
+            error_image,
+            ax=list(axes[:, 3]),
+            location="bottom",
+            shrink=0.9,
+            aspect=15,
+            label=error_label,
+        )
+        compact_ticks(error_bar, error_max, error_label)
+        heading = "Predictions"
+        if arch:
+            heading += f" of '{arch}'"
+        if spec:
+            heading += f" on '{spec}'"
+        fig.suptitle(wrap_title(heading, title_width(fig)))
+        return finish(fig, path)
+
+
+def preview_filtered_dataset(
+    dataset: Any,
+    num_images: int = 5,
+    save_plot: bool | str | os.PathLike[str] = False,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """The first items of a dataset: each input above its target, titled with the filter spec.
+
+    Targets share one colour scale (see :func:`preview_predictions`) with a
+    colour bar under them; three-channel targets are shown as RGB.
+
+    Args:
+        dataset: A dataset with ``batch(positions, device)`` or ``(input,
+            target)`` items (``input`` ``(3, H, W)`` RGB in [0, 1]).
+        num_images: Columns to show (at most the dataset's length).
+        save_plot: The study's flag: ``True`` saves to ``preview_plot.png`` in
+            the working directory. A path here is taken as ``path``.
+        path: Where to save the figure as PNG (``None``: do not save); wins
+            over ``save_plot``, with a logged notice.
+
+    Returns:
+        The figure: ``2 * columns`` image axes, plus one colour bar for
+        single-channel targets.
+
+    Raises:
+        TypeError: If ``save_plot`` is neither a bool nor a path.
+        ValueError: If ``num_images < 1`` or the dataset is empty.
+    """
+    path = figure_path(save_plot, "save_plot", path, "preview_plot.png")
+    count = _dataset_count(dataset, num_images)
+    inputs, targets = _first_items(dataset, count, torch.device("cpu"))
+    inputs_np = inputs.double().numpy()
+    targets_np = targets.double().numpy()
+    scale = _Scale([targets_np], dataset)
+    spec = _filter_spec(dataset)
+    with styled("white"):
+        fig = new_figure(max(4.0, count * 2.2), 2 * 2.2 + 1.4, "compressed")
+        axes = fig.subplots(2, count, squeeze=False)
+        image = None
+        for column in range(count):
+            axes[0, column].imshow(_rgb(inputs_np[column]))
+            image = scale.show(axes[1, column], targets_np[column])
+            axes[0, column].set_title(f"Input {column}")
+            axes[1, column].set_title(f"Target {column}")
+            _bare(axes[0, column])
+            _bare(axes[1, column])
+        if not scale.rgb:
+            fig.colorbar(
+                image,
+                ax=list(axes[1]),
+                location="bottom",
+                shrink=0.8,
+                aspect=30,
+                label=f"Target: {scale.label}",
+            )
+        heading = f"Filter: {spec}" if spec else "Inputs and targets"
+        fig.suptitle(wrap_title(heading, title_width(fig)))
+        return finish(fig, path)
+
+
+def preview_filter(filter: Any, image: Any, path: str | os.PathLike[str] | None = None) -> Figure:
+    """What a filter does to one photo, at full size: the photo above its filtered version.
+
+    Args:
+        filter: A filter spec or :class:`~img2img_filters.filters.Filter`.
+        image: A path to an image, or a uint8 array ``(H, W, 3)`` RGB.
+        path: Where to save the figure as PNG (``None``: do not save).
+
+    Returns:
+        The figure (see :func:`preview_filtered_dataset`).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        array = read_image(image)
+    else:
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(
+                "image must be a path or a uint8 array of shape (H, W, 3); got "
+                f"{array.dtype} {array.shape}"
+            )
+    dataset = FilteredDataset(np.ascontiguousarray(array.transpose(2, 0, 1)[None]), filter)
+    return preview_filtered_dataset(dataset, 1, path)
