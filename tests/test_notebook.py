@@ -35,8 +35,8 @@ def test_notebook_is_saved_without_outputs(notebook):
 
 def test_notebook_uses_the_public_api_and_explains_each_step(notebook):
     source = "\n".join(cell.source for cell in _code(notebook))
-    assert re.findall(r"^[ \t]*(?:from|import) img2img\S*", source, re.M) == ["from img2img"]
-    assert "img2img." not in source  # no private modules
+    assert re.findall(r"^[ \t]*(?:from|import) img2img\S*", source, re.M) == ["from img2img_filters"]
+    assert "img2img_filters." not in source  # no private modules
     for name in (
         "load_filtered_dataset(",
         "preview_filtered_dataset(",

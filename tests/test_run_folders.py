@@ -383,7 +383,7 @@ def test_every_run_file_is_named_once() -> None:
     """No module but run.folder spells out a run folder's file names."""
     from img2img_filters.run.folder import OUTPUT_FILES
 
-    src = Path(__file__).parents[1] / "src" / "img2img"
+    src = Path(__file__).parents[1] / "src" / "img2img_filters"
     modules = [src / "runs.py", src / "train" / "state.py", *(src / "report").glob("*.py")]
     modules += [src / "run" / name for name in ("config.py", "train.py")]
     modules += [src / "cli" / f"{name}.py" for name in ("train", "evaluate", "report", "export")]
