@@ -72,6 +72,15 @@ def test_typed_and_the_extras() -> None:
     assert scripts["img2img-filters"] == scripts["img2img"] == "img2img_filters.cli:main"
 
 
+def test_project_urls_name_our_distribution() -> None:
+    declared = _pyproject()["project"]["urls"]
+    assert {"Homepage", "Documentation"} <= set(declared)
+    for url in declared.values():
+        assert url.startswith("https://") and f"/{DIST_NAME}/" in url, url
+    installed = _installed().metadata.get_all("Project-URL") or []
+    assert sorted(installed) == sorted(f"{key}, {url}" for key, url in declared.items())
+
+
 def test_no_hint_installs_the_other_project() -> None:
     files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "src").rglob("*.py"))]
     files += sorted((ROOT / "docs").rglob("*.md")) + sorted((ROOT / "examples").rglob("*.ipynb"))
