@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 # Extra pytest arguments for `make test`, e.g. PYTEST_ARGS="-x tests/test_viz.py".
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench quality operators clean
+.PHONY: demo test lint bench quality operators notebook clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ quality: $(STAMP)  ## the quality table (about 25 minutes on 2 cores)
 
 operators: $(STAMP)  ## quality on third-party operators: ImageMagick, Pillow, scikit-image, OpenCV (about 2 hours)
 	$(BIN)/python benchmarks/operators.py
+
+notebook: $(STAMP)  ## run examples/Img2Img.ipynb and save it with its outputs (a minute or two)
+	$(BIN)/python examples/execute_notebook.py examples/Img2Img.ipynb
 
 clean:
 	rm -rf $(VENV) $(RUNS) build dist src/*.egg-info
