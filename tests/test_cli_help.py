@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import json
 import re
 from dataclasses import asdict
@@ -262,3 +264,39 @@ def test_readme_says_which_runs_hold_state_pt() -> None:
 def test_help_shows_no_python_repr_of_empty_options(capsys: pytest.CaptureFixture) -> None:
     text = _help_text(capsys, "train")
     assert "(default: {})" not in text and "(default: None)" not in text
+
+
+@pytest.mark.parametrize(
+    ("command", "function", "pairs"),
+    [
+        (
+            "apply",
+            "img2img_filters.infer:apply_folder",
+            {"bit_depth": "bit_depth", "batch": "batch", "device": "device", "tile": "tile"},
+        ),
+        (
+            "apply",
+            "img2img_filters.infer:apply_filter",
+            {"fast": "fast", "max_pixels": "max_pixels"},
+        ),
+        (
+            "eval",
+            "img2img_filters.metrics:compute_metrics",
+            {"device": "device", "limit": "max_images"},
+        ),
+        ("probe", "img2img_filters.probe:probe_operator", {"seed": "seed"}),
+        ("probe", "img2img_filters.probe:read_pair_folders", {"limit": "limit"}),
+    ],
+)
+def test_other_commands_default_as_the_functions_they_call(
+    command: str, function: str, pairs: dict[str, str]
+) -> None:
+    module, name = function.split(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    args = build_parser().parse_args([command, *_REQUIRED[command]])
+    for option, parameter in pairs.items():
+        assert getattr(args, option) == signature[parameter].default, (command, option)
+
+
+#: The positional arguments and required options each command needs to parse.
+_REQUIRED = {"apply": ["model", "input", "-o", "out"], "eval": ["model"], "probe": []}
