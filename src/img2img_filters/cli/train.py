@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--epochs",
         type=epochs_int,
         default=None,
-        help=with_default("maximum epochs; auto may choose", TRAIN.max_epochs),
+        help=with_default("maximum epochs", TRAIN.max_epochs),
     )
     parser.add_argument(
         "--batch-size",
