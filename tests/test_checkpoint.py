@@ -160,3 +160,17 @@ def test_a_process_killed_while_saving_leaves_the_previous_checkpoint(tmp_path: 
     assert result.returncode == -9
     assert read_metadata(path)["generation"] == 0
     load_model(path)  # still a complete, loadable checkpoint
+
+
+def test_a_run_folder_loads_as_on_the_command_line(tmp_path: Path) -> None:
+    model = create_img2img_model(3, 1, "linear", kernel_size=3)
+    save_model(model, tmp_path / "run" / "model.safetensors", filter="study-sobel")
+    from_folder = load_model(tmp_path / "run")
+    from_file = load_model(tmp_path / "run" / "model.safetensors")
+    assert from_folder.metadata == from_file.metadata
+    assert from_folder.metadata["filter"] == "study-sobel"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(from_folder.state_dict()[name], tensor), name
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"run folder '.*empty' has no model\.safetensors"):
+        load_model(tmp_path / "empty")

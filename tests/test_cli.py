@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_train_gradient_run_with_the_study_network(tmp_path: Path, capsys) -> No
     assert (out / "state.pt").is_file()
     with open(out / "history.csv") as stream:
         assert len(list(csv.DictReader(stream))) == 2
+    resolved = json.loads((out / "config.json").read_text())["resolved"]["train"]
+    assert (resolved["max_epochs"], resolved["batch_size"]) == (2, 32)  # given
+    assert (resolved["learning_rate"], resolved["loss"]) == (0.001, "l1")  # TrainConfig's
 
 
 def test_eval_reproduces_the_runs_metrics(exact_run: Path, capsys) -> None:
@@ -177,3 +181,24 @@ def test_help_everywhere() -> None:
         )
         assert result.returncode == 0, (command, result.stderr)
         assert "usage: img2img" in result.stdout
+
+
+def test_missing_tiny_imagenet_is_worded_for_where_it_was_asked_for(
+    tmp_path: Path, capsys, monkeypatch, exact_run: Path
+) -> None:
+    from img2img_filters.data import TinyImageNetNotFoundError, load_filtered_dataset
+
+    monkeypatch.setenv("IMG2IMG_DATA", str(tmp_path / "nothing"))
+    with pytest.raises(TinyImageNetNotFoundError) as python:
+        load_filtered_dataset(data="tiny-imagenet")
+    assert isinstance(python.value, FileNotFoundError)
+    assert "pass download=True" in str(python.value) and "--download" not in str(python.value)
+    again = pickle.loads(pickle.dumps(python.value))  # from a worker process, unchanged
+    assert (type(again), str(again)) == (type(python.value), str(python.value))
+    code, _, err = run_cli(capsys, "train", "--data", "tiny-imagenet", "--out", str(tmp_path / "r"))
+    assert code == 1 and err.count("\n") == 1
+    assert python.value.problem in err
+    assert "pass --download" in err and "download=True" not in err
+    code, _, err = run_cli(capsys, "eval", str(exact_run), "--data", "tiny-imagenet")
+    assert code == 1 and "run `img2img data download tiny-imagenet`" in err
+    assert "download=True" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from img2img_filters.checkpoint import save_model
 from img2img_filters.cli import main
 from img2img_filters.export import (
+    EXPORT_SUFFIXES,
     MissingDependencyError,
     check_onnx,
     export_model,
@@ -136,3 +138,43 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         main(["export", str(tmp_path / "run"), "--format", "torchscript", "-o", str(script)]) == 0
     )
     assert torch.jit.load(str(script))(torch.rand(1, 3, 20, 30)).shape == (1, 2, 20, 30)
+
+
+def test_onnx_records_the_filter_and_its_output_range(tmp_path: Path) -> None:
+    import onnx
+
+    from img2img_filters.checkpoint import load_model
+    from img2img_filters.filters import create_filter
+
+    save_model(_model("linear", None), tmp_path / "run" / "model.safetensors", filter="sobel:dx=1")
+    model = load_model(tmp_path / "run")
+    path = export_onnx(model, tmp_path / "model.onnx")
+    metadata = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    assert metadata["filter"] == "sobel:dx=1"
+    low, high = create_filter("sobel:dx=1").output_range
+    assert low < 0 < high  # a signed output: the range is needed to display it
+    assert json.loads(metadata["output_range"]) == [low, high]
+    assert metadata["arch"] == "linear"
+    assert metadata["min_input_size"] == str(min_input_size(model))
+
+
+@pytest.mark.parametrize("name", ["x.tflite", "x.onnx.bak", "x"])
+def test_export_command_refuses_unknown_extensions(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    save_model(_model("linear", None), tmp_path / "model.safetensors")
+    with pytest.raises(SystemExit) as exit:
+        main(["export", str(tmp_path / "model.safetensors"), "-o", str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1
+    assert "argument -o/--output: expected a file ending in .onnx, .pt, .pth, .ts" in err
+    assert name in err
+    assert not (tmp_path / name).exists()
+
+
+def test_export_command_suffixes_are_the_librarys() -> None:
+    from img2img_filters.cli.common import export_path
+
+    for suffixes in EXPORT_SUFFIXES.values():
+        for suffix in suffixes:
+            assert export_path("m" + suffix.upper()) == "m" + suffix.upper()

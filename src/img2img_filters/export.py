@@ -21,6 +21,7 @@ and imported only here, when needed.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import warnings
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from img2img_filters.infer import prepare_for_inference
+from img2img_filters.infer import model_output_range, prepare_for_inference
 from img2img_filters.models import receptive_field
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "export_onnx",
     "export_torchscript",
     "min_input_size",
+    "onnx_metadata",
 ]
 
 #: The formats of :func:`export_model` and their usual extensions.
@@ -170,15 +172,36 @@ def export_onnx(
             dynamic_axes={"image": axes, "output": axes},
         )
     proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "min_input_size", str(min_input_size(model))
-    config = getattr(model, "config", None)
-    if isinstance(config, dict) and "arch" in config:
+    for key, value in onnx_metadata(model).items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = "arch", str(config["arch"])
+        entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def onnx_metadata(model: nn.Module) -> dict[str, str]:
+    """What an exported ONNX file records of its model (its ``metadata_props``).
+
+    Args:
+        model: The model exported.
+
+    Returns:
+        ``min_input_size`` always; ``arch`` for a registered architecture; for a model that
+        records the filter it learned (a checkpoint's ``metadata["filter"]``), ``filter``
+        (its spec) and ``output_range`` (``"[low, high]"``, JSON: the filter's output
+        range, which maps outputs to display values as ``img2img apply`` does).
+    """
+    metadata = {"min_input_size": str(min_input_size(model))}
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and "arch" in config:
+        metadata["arch"] = str(config["arch"])
+    spec = (getattr(model, "metadata", None) or {}).get("filter")
+    if isinstance(spec, str) and spec:
+        metadata["filter"] = spec
+        low, high = model_output_range(model)
+        metadata["output_range"] = json.dumps([float(low), float(high)])
+    return metadata
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike[str]) -> Path:

@@ -37,6 +37,7 @@ from img2img_filters.checkpoint.read import (
 )
 from img2img_filters.limits import MAX_FILTER_STAGES
 from img2img_filters.models import create_img2img_model, model_config
+from img2img_filters.run.folder import MODEL_FILE
 
 __all__ = [
     "FORMAT",
@@ -48,6 +49,7 @@ __all__ = [
     "atomic_write",
     "load_model",
     "read_metadata",
+    "resolve_checkpoint",
     "safe_torch_load",
     "save_model",
 ]
@@ -150,24 +152,43 @@ def _parameter_budget(budget: int) -> Iterator[None]:
         handle.remove()
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: itself, or a run folder's ``model.safetensors``.
+
+    Raises:
+        FileNotFoundError: For a folder without ``model.safetensors``.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    candidate = path / MODEL_FILE
+    if not candidate.is_file():
+        raise FileNotFoundError(
+            f"run folder {str(path)!r} has no {MODEL_FILE} (not a run folder, or a run that "
+            "has not finished its first epoch); pass a run folder or a checkpoint file"
+        )
+    return candidate
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a saved model, in eval mode, with its metadata in ``model.metadata``.
 
     Args:
-        path: A checkpoint written by :func:`save_model` or by training, or a bare
-            state dict with the study's key names (``.pt``/``.pth``).
+        path: A checkpoint written by :func:`save_model` or by training, a bare
+            state dict with the study's key names (``.pt``/``.pth``), or a run
+            folder (its ``model.safetensors``), as on the command line.
         device: Where to put the model.
 
     Returns:
         The model.
 
     Raises:
-        FileNotFoundError: If the file does not exist.
+        FileNotFoundError: If the file does not exist, or a run folder has no model.
         CheckpointError: (a ``ValueError``) for a file that is not a checkpoint, was
             tampered with (missing or unexpected keys, wrong shapes, metadata of
             another architecture), or holds pickled code.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     try:
         return _load(path, device)
     except (CheckpointError, FileNotFoundError):

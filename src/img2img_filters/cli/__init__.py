@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from img2img_filters.cli.common import DefaultsHelpFormatter
+
 __all__ = ["main"]
 
 COMMANDS = (
@@ -36,8 +38,13 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr and exit status 2.
 
     ``img2img train: error: argument --seed: expected an integer from 0 to ...``: the
-    line names the command and the argument; ``--help`` shows the usage.
+    line names the command and the argument; ``--help`` shows the usage, and each
+    option's default (:class:`~img2img_filters.cli.common.DefaultsHelpFormatter`).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE`` on one line and exit with status 2."""

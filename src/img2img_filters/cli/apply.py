@@ -46,14 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format",
         choices=sorted(_FORMATS),
         default=None,
-        help="output format for a folder (default png); for a file, the extension decides",
+        help="output format for a folder; for a file, the extension decides "
+        "(default: png for a folder)",
     )
     parser.add_argument(
         "--bit-depth",
         type=int,
         choices=(8, 16, 32),
         default=8,
-        help="PNG/TIFF bit depth (default 8); 32: float TIFF holding the raw values, as .npy",
+        help="PNG/TIFF bit depth; 32: float TIFF holding the raw values, as .npy (default: 8)",
     )
     parser.add_argument(
         "--scale",
@@ -61,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="PNG/TIFF values: auto (each image's 1st..99th percentile), range (the filter's "
         "output range from the model's metadata; [0, 1] without), abs (|value| from 0 to the "
-        "range's largest magnitude). Default: auto for a filter with negative outputs (edges), "
-        "else range. .npy keeps the raw values",
+        "range's largest magnitude). .npy keeps the raw values (default: auto for a filter "
+        "with negative outputs (edges), else range)",
     )
     parser.add_argument(
         "--tile",
@@ -108,13 +109,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_model_path(path: str | Path) -> Path:
     """A checkpoint path from a checkpoint or a run folder."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "model.safetensors"
-        if not candidate.is_file():
-            raise FileNotFoundError(f"run folder {str(path)!r} has no model.safetensors")
-        return candidate
-    return path
+    # loaded when the command runs, so that `img2img --help` stays fast
+    from img2img_filters.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(path)
 
 
 def output_range(model) -> tuple[float, float] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,42 @@ from img2img_filters.limits import (
     MAX_TILE,
     MIN_CROP_SIZE,
 )
+
+#: Help that already states its option's default: ``(default: X)`` or ``(default X)``.
+_STATES_DEFAULT = re.compile(r"\(default[: ]")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default: ``(default: X)``.
+
+    An option whose help already states its default is left as it is: options that
+    default to ``None`` and fall through to a configuration dataclass state the
+    dataclass's value with :func:`with_default`. Required options have none.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            _STATES_DEFAULT.search(text)
+            or not action.option_strings
+            or action.required
+            or action.default is argparse.SUPPRESS
+        ):
+            return text
+        shown = show_default(action.default).replace("%", "%%")
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+def show_default(value: Any) -> str:
+    """How a default reads in ``--help``: ``none`` for ``None`` or an empty collection."""
+    if value is None or (isinstance(value, (dict, list, tuple)) and not value):
+        return "none"
+    return str(value)
+
+
+def with_default(text: str, value: Any) -> str:
+    """``text`` followed by ``(default: VALUE)``: the default an option falls through to."""
+    return f"{text} (default: {show_default(value).replace('%', '%%')})"
 
 
 def parse_options(pairs: list[str] | None, argument: str = "--option") -> dict[str, Any]:
@@ -110,10 +147,21 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_device(parser: argparse.ArgumentParser) -> None:
-    """``--device``: auto, cpu, cuda, cuda:N."""
+def add_device(parser: argparse.ArgumentParser, falls_through_to: str | None = None) -> None:
+    """``--device``: auto, cpu, cuda, cuda:N.
+
+    Args:
+        parser: The sub-command's parser.
+        falls_through_to: A configuration's default device: the option then defaults to
+            ``None`` (the configuration decides) and its help states this value.
+    """
+    default = None if falls_through_to is not None else "auto"
     parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N"
+        "--device",
+        default=default,
+        help=with_default(
+            "auto (CUDA when present), cpu, cuda or cuda:N", falls_through_to or default
+        ),
     )
 
 
@@ -134,35 +182,42 @@ def validate_train(args: argparse.Namespace) -> None:
     from img2img_filters.filters import create_filter
     from img2img_filters.filters.teacher import TeacherFilter
     from img2img_filters.models import get_arch, validate_options
+    from img2img_filters.run.config import DataConfig, ModelConfig
 
     if args.resume is not None:
         return  # the run folder's own configuration is used
     options = parse_options(args.option)
+    arch_name = args.arch if args.arch is not None else ModelConfig().arch
+    spec = args.filter if args.filter is not None else DataConfig().filter
     # building a `cmd:` filter checks its program and placeholders; it runs nothing
-    filter = (
-        None
-        if getattr(args, "targets", None) is not None
-        else create_filter(args.filter or "study-sobel")
-    )
+    filter = None if getattr(args, "targets", None) is not None else create_filter(spec)
     if filter is None or isinstance(filter, TeacherFilter):
         # what the pairs or the program compute is known once the data loads: check the
         # architecture's name and options here, and leave `auto` to the training run
-        if args.arch != "auto":
-            try:
-                get_arch(args.arch)
-            except ValueError as error:
-                raise ValueError(f"--arch: {error}") from None
-            try:
-                validate_options(3, 1, args.arch, options)
-            except (TypeError, ValueError) as error:
-                raise type(error)(f"--option: {error}") from None
+        if arch_name == "auto":
+            if options:
+                learnt = "photo pairs (--targets)" if filter is None else "a cmd: filter"
+                raise ValueError(
+                    f"--option {next(iter(options))}: arch auto chooses the network for "
+                    f"{learnt} once the data loads, and may fit it exactly, which takes no "
+                    "options; pass --arch NAME to set options"
+                )
+            return
+        try:
+            get_arch(arch_name)
+        except ValueError as error:
+            raise ValueError(f"--arch: {error}") from None
+        try:
+            validate_options(3, 1, arch_name, options)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"--option: {error}") from None
         return
-    if args.arch == "auto":
+    if arch_name == "auto":
         choice = choose_arch(filter)
         if choice.method == "exact" and options:
             raise ValueError(
                 f"--option {next(iter(options))}: arch auto fits the linear filter "
-                f"{args.filter!r} exactly (a {choice.options['kernel_size']}x"
+                f"{spec!r} exactly (a {choice.options['kernel_size']}x"
                 f"{choice.options['kernel_size']} kernel) and takes no options; "
                 "pass --arch linear to set them"
             )
@@ -171,7 +226,7 @@ def validate_train(args: argparse.Namespace) -> None:
             need = 8 * (3 * side * side + 2) ** 2
             if need > MAX_SOLVE_BYTES:
                 raise ValueError(
-                    f"--filter {args.filter!r}: arch auto would fit its {side}x{side} kernel "
+                    f"--filter {spec!r}: arch auto would fit its {side}x{side} kernel "
                     f"exactly, whose normal equations need {need / 2**30:,.1f} GiB; the limit is "
                     f"{MAX_SOLVE_BYTES / 2**30:g} GiB (img2img_filters.limits.MAX_SOLVE_BYTES); "
                     "pass --arch linear with a smaller kernel_size to train it instead"
@@ -180,10 +235,10 @@ def validate_train(args: argparse.Namespace) -> None:
         arch, options = choice.arch, {**choice.options, **options}
     else:
         try:
-            get_arch(args.arch)
+            get_arch(arch_name)
         except ValueError as error:
             raise ValueError(f"--arch: {error}") from None
-        arch = args.arch
+        arch = arch_name
     if arch != "study":
         options.setdefault("border", filter.border)
     try:

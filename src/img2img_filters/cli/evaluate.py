@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--filter", default=None, help="filter spec (default: the one the model learned)"
     )
-    parser.add_argument("--limit", type=positive_int, default=None, help="at most this many images")
+    parser.add_argument(
+        "--limit", type=positive_int, default=None, help="at most this many images (none: all)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_device(parser)
     parser.set_defaults(handler=run)
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from img2img_filters.checkpoint import load_model
     from img2img_filters.cli.apply import resolve_model_path
     from img2img_filters.data import load_filtered_dataset
+    from img2img_filters.data.tinyimagenet import TinyImageNetNotFoundError
     from img2img_filters.filters import create_filter
     from img2img_filters.filters.external import PAIRS_PREFIX
     from img2img_filters.metrics import compute_metrics
@@ -126,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
     # a recorded filter may neither read local files nor run a program (a `cmd:` one reads its cache)
     given = args.filter is not None
     filt = None if args.targets else create_filter(spec, allow_files=given, allow_commands=given)
-    _, val = load_filtered_dataset(data=data, filter=filt, targets=args.targets, **split)
+    try:
+        _, val = load_filtered_dataset(data=data, filter=filt, targets=args.targets, **split)
+    except TinyImageNetNotFoundError as error:  # worded for the command line
+        raise FileNotFoundError(
+            f"{error.problem}; run `img2img data download tiny-imagenet`"
+        ) from None
     metrics = compute_metrics(model, val, device=args.device, max_images=args.limit)
     if args.json:
         print(json.dumps(metrics, indent=2, default=str))

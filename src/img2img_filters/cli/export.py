@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from img2img_filters.cli.common import export_path, positive_int
+from img2img_filters.cli.common import export_path, positive_int, with_default
+from img2img_filters.export import DEFAULT_OPSET
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="a checkpoint (model.safetensors, .pt) or a run folder")
     parser.add_argument(
-        "--format", choices=("onnx", "torchscript"), default="onnx", help="default onnx"
+        "--format", choices=("onnx", "torchscript"), default="onnx", help="the file's format"
     )
     parser.add_argument(
         "-o",
@@ -30,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="the file to write: .onnx (ONNX), .pt, .pth or .ts (TorchScript)",
     )
-    parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument(
+        "--opset",
+        type=positive_int,
+        default=None,
+        help=with_default("ONNX opset (at least 11)", DEFAULT_OPSET),
+    )
     parser.add_argument(
         "--no-check",
         action="store_true",

@@ -21,7 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", default="filter-preview.png", help="where the preview goes"
     )
     filters.set_defaults(handler=run_filters)
-    archs = subparsers.add_parser("archs", help="list the architectures and their options")
+    archs = subparsers.add_parser(
+        "archs",
+        help="list the architectures and their options",
+        description="List every architecture `train --arch` takes, with a description and "
+        "its options' defaults; set an option with `train --arch NAME --option KEY=VALUE`. "
+        "The default, --arch auto, chooses one from the filter: an exact least-squares "
+        "kernel for a linear filter, else the network its recipe names.",
+    )
     archs.set_defaults(handler=run_archs)
 
 

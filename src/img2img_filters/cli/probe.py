@@ -21,10 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", default=None, help="a filter spec, e.g. median:ksize=5")
     parser.add_argument("--data", default=None, help="a folder of input photos (with --targets)")
     parser.add_argument("--targets", default=None, help="a folder of their targets (with --data)")
-    parser.add_argument(
-        "--limit", type=positive_int, default=32, help="at most this many pairs (default 32)"
-    )
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of the probes (default 0)")
+    parser.add_argument("--limit", type=positive_int, default=32, help="at most this many pairs")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the probes")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=run)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from img2img_filters.cli.common import (
     add_device,
@@ -18,129 +19,205 @@ from img2img_filters.cli.common import (
     positive_int,
     seed_int,
     validate_train,
+    with_default,
     workers_int,
 )
+from img2img_filters.run.config import DataConfig, ModelConfig
+from img2img_filters.train.config import ENGINES, TrainConfig
+
+#: The configurations the options fall through to: each default lives in its dataclass.
+DATA, MODEL, TRAIN = DataConfig(), ModelConfig(), TrainConfig()
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` sub-command."""
+    """Add the ``train`` sub-command.
+
+    Every option defaults to ``None`` and falls through to the field of :class:`DataConfig`,
+    :class:`ModelConfig` or :class:`~img2img_filters.train.TrainConfig` that it sets; its help
+    states that field's default. ``auto`` may choose the training options left unset.
+    """
     parser = subparsers.add_parser(
         "train",
         help="learn a filter from photos and write a run folder",
-        description="Learn a filter from photos. Writes OUT/model.safetensors, state.pt, "
-        "config.json, history.csv, metrics.json, figures and report.html. "
+        description="Learn a filter from photos. Writes OUT/model.safetensors, "
+        "config.json, history.csv, metrics.json, figures and report.html; a run trained by "
+        "gradient also writes state.pt, from which --resume continues it. "
         "Under torchrun, trains with DistributedDataParallel.",
     )
     parser.add_argument(
-        "--data", default="samples", help="samples (built-in photos), tiny-imagenet, or a folder"
+        "--data",
+        default=None,
+        help=with_default("samples (built-in photos), tiny-imagenet, or a folder", DATA.data),
     )
     parser.add_argument(
         "--filter",
         default=None,
-        help="filter spec, e.g. 'sobel:dx=1,ksize=5' (see `img2img filters`; default study-sobel), "
-        "or an external program: 'cmd:PROGRAM ARGS... {in} ... {out}' (run without a shell, "
-        "once per photo, outputs cached)",
+        help=with_default(
+            "filter spec, e.g. 'sobel:dx=1,ksize=5' (see `img2img filters`), "
+            "or an external program: 'cmd:PROGRAM ARGS... {in} ... {out}' (run without a "
+            "shell, once per photo, outputs cached)",
+            DATA.filter,
+        ),
     )
     parser.add_argument(
         "--targets",
         default=None,
-        help="a folder of targets paired by name with the photos of --data (learn photo pairs)",
+        help=with_default(
+            "a folder of targets paired by name with the photos of --data (learn photo pairs)",
+            DATA.targets,
+        ),
     )
     parser.add_argument(
         "--teacher-timeout",
         type=positive_float,
-        default=60.0,
-        help="seconds a cmd: filter's program may take per photo (default 60)",
+        default=None,
+        help=with_default(
+            "seconds a cmd: filter's program may take per photo", DATA.teacher_timeout
+        ),
     )
     parser.add_argument(
-        "--arch", default="auto", help="auto, or an architecture from `img2img archs`"
+        "--arch",
+        default=None,
+        help=with_default("auto, or an architecture from `img2img archs`", MODEL.arch),
     )
     parser.add_argument(
-        "--option", action="append", metavar="KEY=VALUE", help="architecture option (repeatable)"
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help=with_default(
+            "architecture option (repeatable; `img2img archs` lists each one's)", MODEL.options
+        ),
     )
     parser.add_argument(
-        "--epochs", type=epochs_int, default=None, help="maximum epochs (default 100)"
+        "--epochs",
+        type=epochs_int,
+        default=None,
+        help=with_default("maximum epochs", TRAIN.max_epochs),
     )
     parser.add_argument(
         "--batch-size",
         type=batch_size,
         default=None,
-        help="images per step (default 128; auto may choose)",
+        help=with_default("images per step; auto may choose", TRAIN.batch_size),
     )
     parser.add_argument(
         "--lr",
         type=positive_float,
         default=None,
-        help="learning rate (default 0.001; auto may choose)",
+        help=with_default("learning rate; auto may choose", TRAIN.learning_rate),
     )
     parser.add_argument(
         "--patience",
         type=patience_int,
-        default=5,
-        help="early-stopping patience in epochs (0: off)",
+        default=None,
+        help=with_default(
+            "early-stopping patience in epochs (0: off)", TRAIN.early_stopping_patience
+        ),
     )
     parser.add_argument(
         "--loss",
         choices=("l1", "mse"),
         default=None,
-        help="training loss (default l1; auto may choose)",
+        help=with_default("training loss; auto may choose", TRAIN.loss),
     )
     parser.add_argument(
-        "--seed", type=seed_int, default=0, help="seed for the split, random filters and training"
-    )
-    parser.add_argument("--workers", type=workers_int, default=0, help="processes making batches")
-    parser.add_argument(
-        "--limit", type=positive_int, default=None, help="use at most this many training images"
-    )
-    parser.add_argument(
-        "--val-fraction", type=fraction, default=0.2, help="share of photos for validation"
+        "--seed",
+        type=seed_int,
+        default=None,
+        help=with_default("seed for the split, random filters and training", DATA.seed),
     )
     parser.add_argument(
-        "--crop-size", type=crop_size, default=64, help="side of the crops (default 64, at least 7)"
+        "--workers",
+        type=workers_int,
+        default=None,
+        help=with_default("processes making batches", TRAIN.num_workers),
+    )
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help=with_default("use at most this many training images (none: all)", DATA.limit),
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help=with_default("share of photos for validation", DATA.val_fraction),
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=crop_size,
+        default=None,
+        help=with_default("side of the crops (at least 7)", DATA.crop_size),
     )
     parser.add_argument(
         "--time-budget",
         type=positive_float,
         default=None,
-        help="stop training after this many seconds",
+        help=with_default(
+            "stop training after this many seconds (none: no limit)", TRAIN.time_budget
+        ),
     )
-    parser.add_argument("--download", action="store_true", help="download Tiny ImageNet if missing")
-    parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<filter>)")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help=with_default("download Tiny ImageNet if missing", DATA.download),
+    )
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<time>-<filter>)")
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
         help="continue an interrupted run with its own settings; only --epochs (more than "
         "it asked for also continues a finished run), --time-budget, --device, --workers, "
-        "--no-progress and --no-figures may be given with it, any other option is refused",
+        "--no-progress and --no-figures may be given with it, any other option is refused "
+        "(default: none, a new run)",
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the run in --out (its files are put back if the new run fails)",
     )
-    parser.add_argument("--amp", choices=("bf16",), default=None, help="mixed precision (CUDA)")
+    parser.add_argument(
+        "--amp",
+        choices=("bf16",),
+        default=None,
+        help=with_default("mixed precision (CUDA; none: float32)", TRAIN.amp),
+    )
     parser.add_argument(
         "--channels-last",
         action="store_true",
-        help="channels_last memory format (CUDA; on the CPU it speeds up wide networks such as can)",
+        default=None,
+        help=with_default(
+            "channels_last memory format (CUDA; on the CPU it speeds up wide networks such as can)",
+            TRAIN.channels_last,
+        ),
     )
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model; on the CPU the study and zero-border linear networks "
-        "train as fused loops, 1.5-2x as fast (needs a C++ compiler; the first step compiles)",
+        default=None,
+        help=with_default(
+            "torch.compile the model; on the CPU the study and zero-border linear networks "
+            "train as fused loops, 1.5-2x as fast (needs a C++ compiler; the first step "
+            "compiles)",
+            TRAIN.compile,
+        ),
     )
     parser.add_argument(
         "--engine",
-        choices=("auto", "eager", "ddp", "opencv", "fused", "compile"),  # train.config.ENGINES
-        default="auto",
-        help="how each step runs (default auto: fused compiled loops for a long enough run of "
-        "the study network on the CPU, else OpenCV's convolutions on the CPU, else eager)",
+        choices=ENGINES,
+        default=None,
+        help=with_default(
+            "how each step runs (auto: fused compiled loops for a long enough run of the "
+            "study network on the CPU, else OpenCV's convolutions on the CPU, else eager)",
+            TRAIN.engine,
+        ),
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
-    add_device(parser)
+    add_device(parser, falls_through_to=TRAIN.device)
     parser.set_defaults(handler=run, validate=validate_train)
 
 
@@ -174,11 +251,18 @@ def _given(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _given_fields(args: argparse.Namespace, **options: str) -> dict[str, Any]:
+    """``{field: value}`` of the options given: ``field=option`` pairs whose value is not ``None``."""
+    values = {name: getattr(args, option) for name, option in options.items()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def run(args: argparse.Namespace) -> int:
     """Handle ``img2img train``."""
     # loaded when the command runs, so that `img2img --help` stays fast
+    from img2img_filters.data.tinyimagenet import TinyImageNetNotFoundError
     from img2img_filters.distributed import cleanup_distributed
-    from img2img_filters.runs import DataConfig, ModelConfig, train_run
+    from img2img_filters.runs import train_run
 
     if args.resume is not None:
         refused = [o for o in _given(args) if o[2:].replace("-", "_") not in RESUME_OPTIONS]
@@ -192,49 +276,53 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--filter and --targets exclude each other: the targets are what is learnt"
         )
-    spec = "pairs" if args.targets is not None else args.filter or "study-sobel"
-    out = args.resume or args.out or default_run_name(spec)
-    train = {
-        "max_epochs": args.epochs if args.epochs is not None else 100,
-        "early_stopping_patience": args.patience,
-        "seed": args.seed,
-        "num_workers": args.workers,
-        "device": args.device,
-        "progress": not args.no_progress,
-        "time_budget": args.time_budget,
-        "amp": args.amp,
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "engine": args.engine,
-    }
-    if args.resume is not None and args.epochs is None:
-        del train["max_epochs"]  # the run's own
-    if args.lr is not None:
-        train["learning_rate"] = args.lr
-    if args.loss is not None:
-        train["loss"] = args.loss
-    if args.batch_size is not None:
-        train["batch_size"] = args.batch_size
+    data = _given_fields(
+        args,
+        data="data",
+        filter="filter",
+        targets="targets",
+        teacher_timeout="teacher_timeout",
+        val_fraction="val_fraction",
+        seed="seed",
+        crop_size="crop_size",
+        limit="limit",
+        download="download",
+    )
+    if args.targets is not None:
+        data["filter"] = "pairs"
+    out = args.resume or args.out or default_run_name(data.get("filter", DATA.filter))
+    # only what was given: the rest falls through to TrainConfig, or to what auto chooses
+    train = _given_fields(
+        args,
+        max_epochs="epochs",
+        batch_size="batch_size",
+        learning_rate="lr",
+        loss="loss",
+        early_stopping_patience="patience",
+        seed="seed",
+        num_workers="workers",
+        device="device",
+        time_budget="time_budget",
+        amp="amp",
+        channels_last="channels_last",
+        compile="compile",
+        engine="engine",
+    )
+    train["progress"] = not args.no_progress
     try:
         train_run(
             out,
-            DataConfig(
-                data=args.data,
-                filter=spec,
-                targets=args.targets,
-                teacher_timeout=args.teacher_timeout,
-                val_fraction=args.val_fraction,
-                seed=args.seed,
-                crop_size=args.crop_size,
-                limit=args.limit,
-                download=args.download,
-            ),
-            ModelConfig(arch=args.arch, options=parse_options(args.option)),
+            DataConfig(**data),
+            ModelConfig(**_given_fields(args, arch="arch"), options=parse_options(args.option)),
             train,
             resume=args.resume is not None,
             overwrite=args.overwrite,
             figures=not args.no_figures,
         )
+    except TinyImageNetNotFoundError as error:  # worded for the command line
+        raise FileNotFoundError(
+            f"{error.problem}; pass --download, or run `img2img data download tiny-imagenet`"
+        ) from None
     finally:
         cleanup_distributed()  # under torchrun: leave the process group
     return 0

@@ -36,12 +36,14 @@ if TYPE_CHECKING:
     from img2img_filters.data.loader import DATA_SOURCES, default_filter, load_filtered_dataset
     from img2img_filters.data.paths import cache_dir
     from img2img_filters.data.samples import SAMPLE_NAMES, Samples, load_sample, load_samples
+    from img2img_filters.data.sources import DataSource, list_data_sources
     from img2img_filters.data.split import choose_indices, split_by_group
     from img2img_filters.data.stream import FolderCrops, folder_crops
     from img2img_filters.data.tinyimagenet import (
         TINY_IMAGENET_MD5,
         TINY_IMAGENET_URL,
         TinyImageNet,
+        TinyImageNetNotFoundError,
         download_tiny_imagenet,
         find_tiny_imagenet,
         is_tiny_imagenet_layout,
@@ -69,12 +71,14 @@ _EXPORTS = {
     "img2img_filters.data.loader": ("DATA_SOURCES", "default_filter", "load_filtered_dataset"),
     "img2img_filters.data.paths": ("cache_dir",),
     "img2img_filters.data.samples": ("SAMPLE_NAMES", "Samples", "load_sample", "load_samples"),
+    "img2img_filters.data.sources": ("DataSource", "list_data_sources"),
     "img2img_filters.data.split": ("choose_indices", "split_by_group"),
     "img2img_filters.data.stream": ("FolderCrops", "folder_crops"),
     "img2img_filters.data.tinyimagenet": (
         "TINY_IMAGENET_MD5",
         "TINY_IMAGENET_URL",
         "TinyImageNet",
+        "TinyImageNetNotFoundError",
         "download_tiny_imagenet",
         "find_tiny_imagenet",
         "is_tiny_imagenet_layout",
@@ -91,6 +95,7 @@ __all__ = [
     "TINY_IMAGENET_MD5",
     "TINY_IMAGENET_URL",
     "ChecksumError",
+    "DataSource",
     "DecodedImages",
     "DownloadError",
     "FilteredDataset",
@@ -98,6 +103,7 @@ __all__ = [
     "ImageReadError",
     "Samples",
     "TinyImageNet",
+    "TinyImageNetNotFoundError",
     "UnsafeArchiveError",
     "cache_dir",
     "choose_indices",
@@ -111,6 +117,7 @@ __all__ = [
     "find_tiny_imagenet",
     "folder_crops",
     "is_tiny_imagenet_layout",
+    "list_data_sources",
     "list_images",
     "load_filtered_dataset",
     "load_image_folder",

@@ -31,6 +31,7 @@ __all__ = [
     "TINY_IMAGENET_MD5",
     "TINY_IMAGENET_URL",
     "TinyImageNet",
+    "TinyImageNetNotFoundError",
     "download_tiny_imagenet",
     "find_tiny_imagenet",
     "is_tiny_imagenet_layout",
@@ -43,7 +44,26 @@ TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_IMAGENET_DIRNAME = "tiny-imagenet-200"
 
 _SPLITS = ("train", "val", "test")
-_FIX = "run `img2img data download tiny-imagenet` or pass download=True"
+
+
+class TinyImageNetNotFoundError(FileNotFoundError):
+    """Tiny ImageNet is missing or incomplete; the message says how to fetch it in Python.
+
+    The command line words the fix its own way (``--download``) from :attr:`problem`.
+
+    Attributes:
+        problem: What is missing, without the fix.
+    """
+
+    #: How to fetch it, in Python and from a shell.
+    fix = "run `img2img data download tiny-imagenet` or pass download=True"
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}; {self.fix}")
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return type(self), (self.problem,)
 
 
 def find_tiny_imagenet() -> Path:
@@ -116,10 +136,10 @@ class TinyImageNet:
                     f"{str(self.root)!r} is not in the Tiny ImageNet layout "
                     "(expected wnids.txt, train/ and val/)"
                 )
-            raise FileNotFoundError(f"{problem}; {_FIX}")
+            raise TinyImageNetNotFoundError(problem)
         self.classes = _read_lines(self.root / "wnids.txt")
         if not self.classes:
-            raise FileNotFoundError(f"{str(self.root / 'wnids.txt')!r} lists no classes; {_FIX}")
+            raise TinyImageNetNotFoundError(f"{str(self.root / 'wnids.txt')!r} lists no classes")
         self.class_names = _read_words(self.root / "words.txt", self.classes)
         self.class_to_index = {wnid: i for i, wnid in enumerate(self.classes)}
         reader = {"train": self._read_train, "val": self._read_val, "test": self._read_test}[split]
@@ -133,8 +153,8 @@ class TinyImageNet:
         for wnid in self.classes:
             folder = self.root / "train" / wnid / "images"
             if not folder.is_dir():
-                raise FileNotFoundError(
-                    f"Tiny ImageNet class folder {str(folder)!r} not found; {_FIX}"
+                raise TinyImageNetNotFoundError(
+                    f"Tiny ImageNet class folder {str(folder)!r} not found"
                 )
             boxes = _read_boxes(self.root / "train" / wnid / f"{wnid}_boxes.txt", columns=4)
             label = self.class_to_index[wnid]
@@ -145,8 +165,8 @@ class TinyImageNet:
     def _read_val(self) -> list[tuple[Path, int, tuple[int, ...]]]:
         annotations = self.root / "val" / "val_annotations.txt"
         if not annotations.is_file():
-            raise FileNotFoundError(
-                f"Tiny ImageNet annotations {str(annotations)!r} not found; {_FIX}"
+            raise TinyImageNetNotFoundError(
+                f"Tiny ImageNet annotations {str(annotations)!r} not found"
             )
         entries, missing = [], []
         for number, line in enumerate(annotations.read_text(encoding="utf-8").splitlines(), 1):
@@ -163,16 +183,16 @@ class TinyImageNet:
                 missing.append(fields[0])
             entries.append((path, self.class_to_index[fields[1]], _parse_box(fields[2:6])))
         if missing:
-            raise FileNotFoundError(
+            raise TinyImageNetNotFoundError(
                 f"{len(missing)} validation images listed in {str(annotations)!r} are missing "
-                f"(first: {missing[0]!r}); {_FIX}"
+                f"(first: {missing[0]!r})"
             )
         return entries
 
     def _read_test(self) -> list[tuple[Path, int, tuple[int, ...]]]:
         folder = self.root / "test" / "images"
         if not folder.is_dir():
-            raise FileNotFoundError(f"Tiny ImageNet test images {str(folder)!r} not found; {_FIX}")
+            raise TinyImageNetNotFoundError(f"Tiny ImageNet test images {str(folder)!r} not found")
         return [(path, -1, (-1, -1, -1, -1)) for path in list_images(folder)]
 
     def __len__(self) -> int:

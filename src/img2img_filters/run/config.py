@@ -23,6 +23,7 @@ __all__ = [
     "check_data_config",
     "config_record",
     "parse_config",
+    "resolved_train",
 ]
 
 
@@ -59,6 +60,17 @@ def config_record(data: DataConfig, model: ModelConfig, train: dict[str, Any]) -
         "train": {k: v for k, v in train.items() if k != "metadata"},
         "img2img_version": __version__,
     }
+
+
+#: :class:`TrainConfig` fields that name one run's files and extras rather than settings.
+_NOT_SETTINGS = ("metadata", "state_path", "resume")
+
+
+def resolved_train(train: dict[str, Any]) -> dict[str, Any]:
+    """Every training setting of a run: the options given (``train``) over TrainConfig's defaults."""
+    given = {k: v for k, v in train.items() if k not in _NOT_SETTINGS}
+    defaults = {k: v for k, v in asdict(TrainConfig()).items() if k not in _NOT_SETTINGS}
+    return {**defaults, **given}
 
 
 def _is_int(value: Any) -> bool:

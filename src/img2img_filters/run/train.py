@@ -25,7 +25,7 @@ from img2img_filters.data import load_filtered_dataset
 from img2img_filters.distributed import setup_distributed
 from img2img_filters.filters import CommandFilter, create_filter
 from img2img_filters.metrics import compute_metrics
-from img2img_filters.run.config import DataConfig, ModelConfig, config_record
+from img2img_filters.run.config import DataConfig, ModelConfig, config_record, resolved_train
 from img2img_filters.run.folder import (
     CONFIG_FILE,
     KERNELS_FIGURE,
@@ -207,6 +207,7 @@ def _train(
         "filter": filter.canonical,
         "engine": result.engine,
         "engine_reason": result.engine_reason,
+        "train": resolved_train(train),  # the options given over TrainConfig's defaults
     }
     if choice is not None:
         record["resolved"]["auto"] = choice.to_dict()
