@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from img2img_filters.border import BORDER_MODES, check_border
-from img2img_filters.filters.ops import GRAY_WEIGHTS, correlate, rgb_to_gray
+from img2img_filters.filters.convolution import filter2d
+from img2img_filters.filters.ops import GRAY_WEIGHTS, rgb_to_gray
 from img2img_filters.limits import MAX_FILTER_NUMBER, MAX_FILTER_STAGES, describe_value
 
 __all__ = [
@@ -153,7 +154,7 @@ class Stage:
     :meth:`validate`, and implement :meth:`apply_one` on a batch whose channels
     are already chosen (grayscale or RGB). Linear stages implement
     :meth:`kernel2d` instead; they are applied by
-    :func:`~img2img_filters.filters.ops.correlate`.
+    :func:`~img2img_filters.filters.convolution.filter2d`.
 
     Attributes:
         name: The registry name.
@@ -272,7 +273,7 @@ class Stage:
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stage to ``x`` ``(B, C, H, W)`` whose channels are already chosen."""
         if self.linear:
-            return correlate(x, self.kernel2d(), self.values["border"])
+            return filter2d(x, self.kernel2d(), self.values["border"])
         raise NotImplementedError
 
     def radius(self) -> int:

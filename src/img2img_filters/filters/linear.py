@@ -2,7 +2,7 @@
 
 Every stage here is a correlation with a kernel built by ``cv2.getDerivKernels``,
 ``cv2.getGaussianKernel`` or written as OpenCV documents it, applied on the
-batch's device by :func:`img2img_filters.filters.ops.correlate`. Parity with the OpenCV
+batch's device by :func:`img2img_filters.filters.convolution.filter2d`. Parity with the OpenCV
 function each names is exact up to float32 rounding.
 """
 
