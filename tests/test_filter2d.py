@@ -34,8 +34,8 @@ SHAPES = ((3, 3), (5, 5), (4, 4), (2, 2), (3, 5), (4, 3), (1, 7), (6, 1), (1, 1)
 
 def _image(shape: tuple[int, ...], dtype: type, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
+    if dtype in (np.uint8, np.uint16):
+        return rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
     return rng.random(shape, dtype=np.float32)
 
 
@@ -70,7 +70,7 @@ def _chw(images: np.ndarray) -> torch.Tensor:
 
 @pytest.mark.parametrize("border", BORDERS)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.uint16])
 @pytest.mark.parametrize("channels", [None, 1, 3])
 def test_arrays_equal_cv2_filter2d(border, shape, dtype, channels) -> None:
     size = (17, 22) if channels is None else (17, 22, channels)
@@ -226,9 +226,9 @@ def test_filter2d_is_exported_where_filters_are() -> None:
     ("images", "kernel", "kwargs", "error", "words"),
     [
         (torch.zeros(1, 1, 4, 4, dtype=torch.int32), np.ones((3, 3)), {}, TypeError, "float"),
-        (torch.zeros(4, 4), np.ones((3, 3)), {}, TypeError, "(B, C, H, W)"),
+        (torch.zeros(4, 4), np.ones((3, 3)), {}, ValueError, "(B, C, H, W)"),
         (np.zeros((4, 4)), np.ones((3, 3)), {}, TypeError, "float64"),
-        (np.zeros((2, 4, 4, 1), np.float32), np.ones((3, 3)), {}, TypeError, "(H, W, C)"),
+        (np.zeros((2, 4, 4, 1), np.float32), np.ones((3, 3)), {}, ValueError, "(H, W, C)"),
         ([[0.0]], np.ones((3, 3)), {}, TypeError, "list"),
         (torch.zeros(1, 1, 4, 4), np.ones((3, 3, 3)), {}, ValueError, "(3, 3, 3)"),
         (torch.zeros(1, 1, 4, 4), np.ones((0, 3)), {}, ValueError, "(0, 3)"),

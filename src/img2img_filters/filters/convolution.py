@@ -104,29 +104,34 @@ def filter2d(
 
     Raises:
         TypeError: If ``images`` is not a float tensor or an array of a listed dtype.
-        ValueError: For a kernel of another shape, an empty kernel, a 4-D kernel whose
-            ``C_in`` is not the images' channel count, an anchor outside the kernel,
-            or an unknown border.
+        ValueError: For images or a kernel of another shape, an empty kernel, a 4-D
+            kernel whose ``C_in`` is not the images' channel count, an anchor outside
+            the kernel, or an unknown border.
     """
     border = check_border(border)
     factors, full = _read_kernel(kernel)
     kh, kw = (len(factors[0]), len(factors[1])) if factors is not None else full.shape[-2:]
     anchor = _check_anchor(anchor, kh, kw)
     if isinstance(images, torch.Tensor):
-        if not images.is_floating_point() or images.dim() != 4:
-            raise TypeError(
-                "filter2d: images must be a float tensor (B, C, H, W) or a NumPy image; "
-                f"got a {images.dtype} tensor of shape {tuple(images.shape)}"
+        if not images.is_floating_point():
+            raise TypeError(f"filter2d: images must be a float tensor; got a {images.dtype} tensor")
+        if images.dim() != 4:
+            raise ValueError(
+                f"filter2d: a tensor of images must be (B, C, H, W); got shape {tuple(images.shape)}"
             )
         if full is not None and full.ndim == 4:
             _check_channels(full, images.shape[1])
             return _tensor_full(images, full, border, anchor)
         return _tensor_each(images, factors, full, border, anchor)
     if isinstance(images, np.ndarray):
-        if images.dtype not in ARRAY_DTYPES or images.ndim not in (2, 3):
+        if images.dtype not in ARRAY_DTYPES:
             raise TypeError(
-                "filter2d: a NumPy image must be (H, W) or (H, W, C) of "
-                f"{[np.dtype(t).name for t in ARRAY_DTYPES]}; got {images.dtype} {images.shape}"
+                f"filter2d: a NumPy image must hold {[np.dtype(t).name for t in ARRAY_DTYPES]}; "
+                f"got {images.dtype}"
+            )
+        if images.ndim not in (2, 3):
+            raise ValueError(
+                f"filter2d: a NumPy image must be (H, W) or (H, W, C); got shape {images.shape}"
             )
         return _array(images, factors, full, border, anchor)
     raise TypeError(
