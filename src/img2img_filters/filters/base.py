@@ -1,10 +1,11 @@
-"""The machinery of filters: stages, the registry and the spec language.
+"""The machinery of filters: stages and the registry.
 
 A filter spec is ``name`` or ``name:key=value,key=value``, and stages chain with
 ``|``, applied left to right: ``gray|gaussian:ksize=3|sobel:dx=1,dy=1``.
 Each stage is an instance of a registered :class:`Stage` subclass; a chain of
 stages is a :class:`~img2img_filters.filters.chain.Filter`. A stage's parameters
-are :class:`~img2img_filters.filters.params.Param` objects.
+are :class:`~img2img_filters.filters.params.Param` objects; specs are split into
+stages by :func:`~img2img_filters.filters.spec.parse_spec`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from img2img_filters.filters.params import (
     Param,
     _format_value,
 )
-from img2img_filters.limits import MAX_FILTER_STAGES
+from img2img_filters.filters.spec import parse_spec
 
 __all__ = [
     "GRAY_WEIGHTS",
@@ -344,55 +345,3 @@ def get_entry(name: str, spec: str) -> FilterEntry:
         raise ValueError(
             f"filter {spec!r}: unknown filter {name!r}; known filters: {sorted(_REGISTRY)}"
         ) from None
-
-
-def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
-    """Split a spec into ``(name, {key: raw value}, stage text)`` triples.
-
-    Args:
-        spec: e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``.
-
-    Returns:
-        One triple per stage, in order. Names and keys are lower-cased
-        (``L2gradient`` is ``l2gradient``); values keep their case; all are
-        stripped of surrounding spaces.
-
-    Raises:
-        TypeError: If ``spec`` is not a string.
-        ValueError: On an empty spec, an empty stage or name, a parameter without
-            ``=``, or a parameter given twice.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
-    if not spec.strip():
-        raise ValueError("filter spec is empty; try `img2img filters` for the list")
-    count = spec.count("|") + 1
-    if count > MAX_FILTER_STAGES:
-        raise ValueError(
-            f"filter spec {_clip(spec)!r} has {count} stages; the limit is {MAX_FILTER_STAGES} "
-            "(img2img_filters.limits.MAX_FILTER_STAGES)"
-        )
-    stages = []
-    for text in spec.split("|"):
-        text = text.strip()
-        if not text:
-            raise ValueError(f"filter {spec!r}: empty stage between '|'")
-        name, _, rest = text.partition(":")
-        if not name.strip():
-            raise ValueError(f"filter {spec!r}: stage {text!r} has no filter name before ':'")
-        values: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"filter {spec!r}: expected key=value, got {item!r}")
-            key = key.strip().lower()
-            if key in values:
-                raise ValueError(f"filter {spec!r}: parameter {key!r} given twice")
-            values[key] = value.strip()
-        stages.append((name.strip().lower(), values, text))
-    return stages
-
-
-def _clip(text: str, length: int = 60) -> str:
-    """``text`` cut to ``length`` characters for an error message."""
-    return text if len(text) <= length else text[: length - 3] + "..."
