@@ -30,6 +30,7 @@ from img2img_filters.data import (
     extract_zip,
     is_tiny_imagenet_layout,
 )
+from img2img_filters.data import archive as archive_module
 from img2img_filters.data import download as download_module
 from img2img_filters.data import tinyimagenet as tinyimagenet_module
 from img2img_filters.data.tinyimagenet import TINY_IMAGENET_MD5, TINY_IMAGENET_URL
@@ -442,8 +443,8 @@ def test_extract_does_not_trust_declared_sizes(tmp_path: Path) -> None:
 def test_written_bytes_are_counted() -> None:
     source, target = io.BytesIO(b"\0" * 5000), io.BytesIO()
     with pytest.raises(UnsafeArchiveError, match="extraction limit"):
-        download_module._copy_limited(source, target, 1000, "member")
-    assert download_module._copy_limited(io.BytesIO(b"abc"), io.BytesIO(), 3, "member") == 3
+        archive_module._copy_limited(source, target, 1000, "member")
+    assert archive_module._copy_limited(io.BytesIO(b"abc"), io.BytesIO(), 3, "member") == 3
 
 
 def test_a_failure_midway_leaves_nothing(tmp_path: Path) -> None:

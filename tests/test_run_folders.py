@@ -15,6 +15,7 @@ import pytest
 
 from img2img_filters.checkpoint import load_model, save_model
 from img2img_filters.cli import main
+from img2img_filters.data import archive as archive_module
 from img2img_filters.data import download as download_module
 
 TINY = ["--data", "samples", "--filter", "study-sobel", "--arch", "study", "--limit", "8"]
@@ -401,11 +402,11 @@ def test_an_archive_with_too_many_members_is_refused_before_writing(
     with zipfile.ZipFile(archive, "w") as zf:
         for i in range(11):
             zf.writestr(f"top/{i}", b"")
-    monkeypatch.setattr(download_module, "MAX_ARCHIVE_MEMBERS", 10)
+    monkeypatch.setattr(archive_module, "MAX_ARCHIVE_MEMBERS", 10)
     with pytest.raises(download_module.UnsafeArchiveError, match=r"11 members, more than .* 10"):
         download_module.extract_zip(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["many.zip"]
-    monkeypatch.setattr(download_module, "MAX_ARCHIVE_MEMBERS", 11)
+    monkeypatch.setattr(archive_module, "MAX_ARCHIVE_MEMBERS", 11)
     download_module.extract_zip(archive, tmp_path / "out")
     assert len(list((tmp_path / "out" / "top").iterdir())) == 11
 

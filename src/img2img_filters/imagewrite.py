@@ -50,6 +50,7 @@ def _integer_range(array: np.ndarray) -> tuple[float, float]:
     )
 
 
+# Over 80 lines only for its docstring.
 def write_image(
     path: str | os.PathLike[str],
     array: np.ndarray,

@@ -17,6 +17,7 @@ from img2img_filters.filters.base import (
     parse_spec,
 )
 from img2img_filters.filters.chain import Filter
+from img2img_filters.filters.convolution import filter2d
 from img2img_filters.filters.create import create_filter
 from img2img_filters.filters.external import CallableFilter, CommandFilter, TeacherFilter
 from img2img_filters.filters.ops import GRAY_WEIGHTS, rgb_to_gray
@@ -31,6 +32,7 @@ __all__ = [
     "Stage",
     "TeacherFilter",
     "create_filter",
+    "filter2d",
     "format_filter_table",
     "list_filters",
     "parse_spec",

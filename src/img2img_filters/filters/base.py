@@ -1,9 +1,11 @@
-"""The machinery of filters: parameters, stages, the registry and the spec language.
+"""The machinery of filters: stages and the registry.
 
 A filter spec is ``name`` or ``name:key=value,key=value``, and stages chain with
 ``|``, applied left to right: ``gray|gaussian:ksize=3|sobel:dx=1,dy=1``.
 Each stage is an instance of a registered :class:`Stage` subclass; a chain of
-stages is a :class:`~img2img_filters.filters.chain.Filter`.
+stages is a :class:`~img2img_filters.filters.chain.Filter`. A stage's parameters
+are :class:`~img2img_filters.filters.params.Param` objects; specs are split into
+stages by :func:`~img2img_filters.filters.spec.parse_spec`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from img2img_filters.border import BORDER_MODES, check_border
-from img2img_filters.filters.ops import GRAY_WEIGHTS, correlate, rgb_to_gray
-from img2img_filters.limits import MAX_FILTER_NUMBER, MAX_FILTER_STAGES, describe_value
+from img2img_filters.filters.convolution import filter2d
+from img2img_filters.filters.ops import GRAY_WEIGHTS, rgb_to_gray
+from img2img_filters.filters.params import (
+    BORDER_PARAM,
+    CHANNELS_PARAM,
+    MAX_FILTER_INT,
+    Param,
+    _format_value,
+)
+from img2img_filters.filters.spec import parse_spec
 
 __all__ = [
     "GRAY_WEIGHTS",
+    "MAX_FILTER_INT",
     "FilterEntry",
     "Param",
     "Stage",
@@ -31,120 +41,6 @@ __all__ = [
     "register_filter",
 ]
 
-#: The magnitude of an integer filter parameter (a seed, an order, a size): 64-bit signed.
-MAX_FILTER_INT = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a filter stage.
-
-    Attributes:
-        name: The key used in a spec.
-        kind: ``int``, ``float``, ``bool`` or ``str``.
-        default: The value used when the spec does not give one (``None``: optional).
-        help: One line saying what it does.
-        choices: The allowed values, when they form a short list.
-        allowed: The allowed values in words when they are a range (``"odd, 1-31"``);
-            shown by ``img2img filters`` and in error messages.
-    """
-
-    name: str
-    kind: type
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-    allowed: str = ""
-
-    def describe_allowed(self) -> str:
-        """The allowed values in words: the choices, the range, or the type."""
-        if self.choices is not None:
-            return "|".join(_format_value(c) for c in self.choices)
-        if self.kind is bool:
-            return "true|false"
-        if self.kind is float:
-            bound = f"magnitude <= {MAX_FILTER_NUMBER:g}"
-            return f"{self.allowed}, {bound}" if self.allowed else f"a number of {bound}"
-        return self.allowed or self.kind.__name__
-
-    def parse(self, raw: Any, spec: str) -> Any:
-        """Convert ``raw`` (a string from a spec, or a Python value) to this parameter's type.
-
-        Args:
-            raw: The value, a string from a spec or a Python value; ``None`` keeps ``None``.
-            spec: The spec being parsed, for error messages.
-
-        Returns:
-            The value as :attr:`kind`.
-
-        Raises:
-            ValueError: If ``raw`` is not of the parameter's type or not one of its choices.
-        """
-        if raw is None:
-            return None
-        if self.name == "border" and isinstance(raw, str):
-            raw = check_border(raw, argument=f"filter {spec!r}: parameter 'border'")
-        value: Any = raw
-        try:
-            if self.kind is bool:
-                if isinstance(raw, str):
-                    lowered = raw.strip().lower()
-                    if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                        raise ValueError
-                    value = lowered in ("1", "true", "yes", "on")
-                else:
-                    value = bool(raw)
-            elif self.kind is int:
-                if isinstance(raw, bool):
-                    raise ValueError
-                try:
-                    value = int(str(raw).strip())
-                except ValueError:
-                    as_float = float(raw)  # "3.0" is 3; "3.5" is an error
-                    if not as_float.is_integer():
-                        raise
-                    value = int(as_float)
-                if abs(value) > MAX_FILTER_INT:
-                    raise ValueError
-            elif self.kind is float:
-                if isinstance(raw, bool):
-                    raise ValueError
-                value = float(raw)
-                if not abs(value) <= MAX_FILTER_NUMBER:  # NaN too
-                    raise ValueError
-            else:
-                value = str(raw).strip()
-                if self.choices is not None:
-                    value = value.lower()
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(
-                f"filter {spec!r}: parameter {self.name!r} must be {self.describe_allowed()} "
-                f"({self.kind.__name__}); got {describe_value(raw)}"
-            ) from None
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(
-                f"filter {spec!r}: parameter {self.name!r} must be one of "
-                f"{list(self.choices)}; got {raw!r}"
-            )
-        return value
-
-
-def _format_value(value: Any) -> str:
-    """A parameter value as a spec writes it (``true``, ``0.5``, ``reflect101``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-BORDER_PARAM = Param(
-    "border", str, "reflect101", "border mode (OpenCV's names)", tuple(BORDER_MODES)
-)
-CHANNELS_PARAM = Param(
-    "channels", str, "gray", "apply to the grayscale image or to each RGB channel", ("gray", "rgb")
-)
-
 
 class Stage:
     """One operator of a filter chain, applied to a batch ``(B, C, H, W)``.
@@ -153,7 +49,7 @@ class Stage:
     :meth:`validate`, and implement :meth:`apply_one` on a batch whose channels
     are already chosen (grayscale or RGB). Linear stages implement
     :meth:`kernel2d` instead; they are applied by
-    :func:`~img2img_filters.filters.ops.correlate`.
+    :func:`~img2img_filters.filters.convolution.filter2d`.
 
     Attributes:
         name: The registry name.
@@ -272,7 +168,7 @@ class Stage:
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stage to ``x`` ``(B, C, H, W)`` whose channels are already chosen."""
         if self.linear:
-            return correlate(x, self.kernel2d(), self.values["border"])
+            return filter2d(x, self.kernel2d(), self.values["border"])
         raise NotImplementedError
 
     def radius(self) -> int:
@@ -449,55 +345,3 @@ def get_entry(name: str, spec: str) -> FilterEntry:
         raise ValueError(
             f"filter {spec!r}: unknown filter {name!r}; known filters: {sorted(_REGISTRY)}"
         ) from None
-
-
-def parse_spec(spec: str) -> list[tuple[str, dict[str, str], str]]:
-    """Split a spec into ``(name, {key: raw value}, stage text)`` triples.
-
-    Args:
-        spec: e.g. ``"gray|gaussian:ksize=3|sobel:dx=1,dy=1"``.
-
-    Returns:
-        One triple per stage, in order. Names and keys are lower-cased
-        (``L2gradient`` is ``l2gradient``); values keep their case; all are
-        stripped of surrounding spaces.
-
-    Raises:
-        TypeError: If ``spec`` is not a string.
-        ValueError: On an empty spec, an empty stage or name, a parameter without
-            ``=``, or a parameter given twice.
-    """
-    if not isinstance(spec, str):
-        raise TypeError(f"filter must be a spec string such as 'sobel:dx=1'; got {spec!r}")
-    if not spec.strip():
-        raise ValueError("filter spec is empty; try `img2img filters` for the list")
-    count = spec.count("|") + 1
-    if count > MAX_FILTER_STAGES:
-        raise ValueError(
-            f"filter spec {_clip(spec)!r} has {count} stages; the limit is {MAX_FILTER_STAGES} "
-            "(img2img_filters.limits.MAX_FILTER_STAGES)"
-        )
-    stages = []
-    for text in spec.split("|"):
-        text = text.strip()
-        if not text:
-            raise ValueError(f"filter {spec!r}: empty stage between '|'")
-        name, _, rest = text.partition(":")
-        if not name.strip():
-            raise ValueError(f"filter {spec!r}: stage {text!r} has no filter name before ':'")
-        values: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"filter {spec!r}: expected key=value, got {item!r}")
-            key = key.strip().lower()
-            if key in values:
-                raise ValueError(f"filter {spec!r}: parameter {key!r} given twice")
-            values[key] = value.strip()
-        stages.append((name.strip().lower(), values, text))
-    return stages
-
-
-def _clip(text: str, length: int = 60) -> str:
-    """``text`` cut to ``length`` characters for an error message."""
-    return text if len(text) <= length else text[: length - 3] + "..."

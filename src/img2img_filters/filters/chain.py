@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from img2img_filters.border import pad2d
 from img2img_filters.filters.base import Stage, kernel_range
+from img2img_filters.filters.convolution import filter2d
 from img2img_filters.filters.ops import GRAY_WEIGHTS
 
 __all__ = ["Filter", "compose_kernels"]
@@ -178,9 +178,10 @@ class Filter:
     def apply_kernel(self, batch: torch.Tensor) -> torch.Tensor:
         """Apply :attr:`kernel` as one convolution of the padded batch (the filter's border).
 
-        Equals ``F.conv2d(pad2d(batch, ..., self.border), self.kernel)``; it runs as
-        depthwise convolutions summed over the input channels, PyTorch's fast path.
-        With one spatial stage this is the filter itself (up to float rounding).
+        Equals ``F.conv2d(pad2d(batch, ..., self.border), self.kernel)``: :func:`filter2d`
+        with the 4-D kernel, depthwise convolutions summed over the input channels
+        (PyTorch's fast path). With one spatial stage this is the filter itself (up
+        to float rounding).
 
         Args:
             batch: ``(B, 3, H, W)`` float.
@@ -193,17 +194,7 @@ class Filter:
         """
         if self.kernel is None:
             raise ValueError(f"filter {self.spec!r} is not linear: it has no kernel")
-        out_channels, in_channels, kh, kw = self.kernel.shape
-        batch_size, _, height, width = batch.shape
-        padded = pad2d(batch, kw // 2, kw // 2, kh // 2, kh // 2, self.border)
-        padded = padded.reshape(1, batch_size * in_channels, height + kh - 1, width + kw - 1)
-        kernel = self.kernel.to(batch.dtype).to(batch.device)
-        outputs = []
-        for c in range(out_channels):
-            weight = kernel[c].unsqueeze(1).repeat(batch_size, 1, 1, 1)  # (B * 3, 1, kh, kw)
-            out = F.conv2d(padded, weight, groups=batch_size * in_channels)
-            outputs.append(out.view(batch_size, in_channels, height, width).sum(dim=1))
-        return torch.stack(outputs, dim=1)
+        return filter2d(batch, self.kernel, self.border)
 
     def describe(self) -> str:
         """One line: the canonical spec, linearity, output range and backend."""

@@ -17,8 +17,9 @@ import torch
 
 from img2img_filters.border import CV2_BORDER_FLAGS
 from img2img_filters.filters.base import Param, Stage, register_filter
+from img2img_filters.filters.convolution import filter2d
 from img2img_filters.filters.linear import ODD_KSIZE, _check_odd_ksize, _deriv_kernel
-from img2img_filters.filters.ops import correlate, morphology, per_image_opencv
+from img2img_filters.filters.ops import morphology, per_image_opencv
 
 __all__ = ["MORPH_SHAPES", "THRESHOLD_TYPES"]
 
@@ -59,8 +60,8 @@ class Magnitude(Stage):
     def apply_one(self, x: torch.Tensor) -> torch.Tensor:
         kx, ky = self._kernels()
         border = self.values["border"]
-        gx = correlate(x, kx, border)
-        gy = correlate(x, ky, border)
+        gx = filter2d(x, kx, border)
+        gy = filter2d(x, ky, border)
         return torch.sqrt(gx * gx + gy * gy)
 
     def output_range(self, low: float, high: float) -> tuple[float, float]:

@@ -1,4 +1,8 @@
-"""Batched building blocks: grayscale conversion, correlation, morphology, OpenCV per image."""
+"""Batched building blocks: grayscale conversion, correlation, morphology, OpenCV per image.
+
+The one convolution, :func:`~img2img_filters.filters.convolution.filter2d`, is
+re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,20 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from img2img_filters.border import CV2_BORDER_FLAGS, pad2d
+from img2img_filters.border import pad2d
+from img2img_filters.filters.convolution import SEPARABLE_FROM, filter2d, opencv_path
 
-__all__ = ["GRAY_WEIGHTS", "correlate", "morphology", "per_image_opencv", "rgb_to_gray", "to_uint8"]
+__all__ = [
+    "GRAY_WEIGHTS",
+    "SEPARABLE_FROM",
+    "correlate",
+    "filter2d",
+    "morphology",
+    "per_image_opencv",
+    "rgb_to_gray",
+    "to_uint8",
+]
 
 #: OpenCV's RGB -> GRAY weights (``cv2.COLOR_RGB2GRAY``), in R, G, B order, exactly as
 #: OpenCV stores them: the float32 numbers nearest to 0.299, 0.587 and 0.114.
@@ -43,7 +56,7 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
         ``(B, 1, H, W)`` of ``x``'s dtype: ``0.299 R + 0.587 G + 0.114 B``.
     """
     wr, wg, wb = GRAY_WEIGHTS
-    if _opencv_path(x):
+    if opencv_path(x):
         batch, _, height, width = x.shape
         planes = x.detach().transpose(0, 1)
         if planes.is_contiguous():  # stored channel by channel: interleave with OpenCV
@@ -60,37 +73,8 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     return x[:, 2:3].double().mul_(wb).add_(acc).float()
 
 
-def _opencv_path(x: torch.Tensor) -> bool:
-    """Whether a batch takes the OpenCV path: a float32 CPU batch, outside autograd, not empty."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and x.dim() == 4
-        and x.numel() > 0
-        and not (torch.is_grad_enabled() and x.requires_grad)
-    )
-
-
-def _weights(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """A NumPy array as a tensor of ``like``'s dtype on ``like``'s device (cast on the CPU)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
-    return tensor.to(dtype=like.dtype).to(like.device)
-
-
-#: Rank-one kernels this wide or wider run as a row pass and a column pass; smaller
-#: ones as one 2-D pass, which is faster below this size.
-SEPARABLE_FROM = 11
-
-
 def correlate(x: torch.Tensor, kernel: np.ndarray, border: str) -> torch.Tensor:
-    """Correlate each channel with a 2-D kernel, as ``cv2.filter2D`` does (anchor at the centre).
-
-    The batch's images and channels become the channels of one depthwise
-    convolution. Large kernels of rank one (Gaussian, Sobel, box) run as a row
-    pass then a column pass, the order of OpenCV's separable filters. On the CPU,
-    float32 batches with kernels narrower than :data:`SEPARABLE_FROM` (any border
-    but ``wrap``, which ``cv2.filter2D`` refuses) are ``cv2.filter2D`` itself, image
-    by image: OpenCV's own result, and faster than the depthwise convolution.
+    """Correlate each channel with a centred 2-D kernel: :func:`filter2d` with odd sides.
 
     Args:
         x: ``(B, C, H, W)`` float.
@@ -103,52 +87,7 @@ def correlate(x: torch.Tensor, kernel: np.ndarray, border: str) -> torch.Tensor:
     kh, kw = kernel.shape
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"correlate: kernel sides must be odd (centred); got {kernel.shape}")
-    batch, channels, height, width = x.shape
-    n = batch * channels
-    if max(kh, kw) < SEPARABLE_FROM and border != "wrap" and _opencv_path(x):
-        return _filter2d_each(x, kernel, border)
-    padded = pad2d(x, kw // 2, kw // 2, kh // 2, kh // 2, border)
-    padded = padded.reshape(1, n, height + kh - 1, width + kw - 1)
-    rank_one = _separable(kernel) if max(kh, kw) >= SEPARABLE_FROM else None
-    if rank_one is not None:
-        column, row = rank_one
-        rw = _weights(row, x).view(1, 1, 1, kw).expand(n, 1, 1, kw)
-        col = _weights(column, x).view(1, 1, kh, 1).expand(n, 1, kh, 1)
-        out = F.conv2d(F.conv2d(padded, rw, groups=n), col, groups=n)
-    else:
-        weight = _weights(kernel, x).view(1, 1, kh, kw).expand(n, 1, kh, kw)
-        out = F.conv2d(padded, weight, groups=n)
-    return out.view(batch, channels, height, width)
-
-
-def _filter2d_each(x: torch.Tensor, kernel: np.ndarray, border: str) -> torch.Tensor:
-    """``cv2.filter2D`` on each ``(H, W)`` plane of a float32 CPU batch ``(B, C, H, W)``."""
-    planes = x.detach().contiguous().numpy().reshape(-1, *x.shape[-2:])
-    out = np.empty_like(planes)
-    weights = np.ascontiguousarray(kernel, dtype=np.float32)
-    flag = CV2_BORDER_FLAGS[border]
-    for plane, result in zip(planes, out, strict=True):
-        cv2.filter2D(plane, -1, weights, dst=result, borderType=flag)
-    return torch.from_numpy(out).view(x.shape)
-
-
-def _separable(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Column and row factors of a kernel of rank one, or ``None``.
-
-    Only kernels whose outer product of factors reproduces them exactly are
-    split, so that the separable path changes nothing but speed.
-    """
-    if kernel.shape[0] == 1 or kernel.shape[1] == 1:
-        return None
-    pivot_row = int(np.abs(kernel).max(axis=1).argmax())
-    row = kernel[pivot_row]
-    pivot = int(np.abs(row).argmax())
-    if row[pivot] == 0:
-        return None
-    column = kernel[:, pivot] / row[pivot]
-    if not np.array_equal(np.outer(column, row), kernel):
-        return None
-    return column, row
+    return filter2d(x, kernel, border)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

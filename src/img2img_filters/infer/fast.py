@@ -9,13 +9,15 @@ kernel centred) with one kernel ``K`` of shape ``(C_out, C_in, kh, kw)``
   weights), the weighted gray image ``sum_c w[c] x[c]`` is made once
   (``cv2.transform``) and filtered once: with ``cv2.sepFilter2D`` when ``k`` is
   separable itself (rank one by SVD, reconstruction error below
-  :data:`SEPARABLE_TOLERANCE` relative), else with ``cv2.filter2D``;
+  :data:`SEPARABLE_TOLERANCE` relative), else with ``cv2.filter2D``, both through
+  :func:`img2img_filters.filters.convolution.filter2d`;
 * otherwise every input channel is filtered with its own kernel and the results
   summed.
 
 The input's integer scale (1/255, 1/65535) is folded into ``w``. Borders use the
-model's OpenCV border flag; OpenCV's filters have no ``BORDER_WRAP``, so that
-border is padded explicitly with ``cv2.copyMakeBorder`` first.
+model's OpenCV border flag; OpenCV's filters have no ``BORDER_WRAP``, so
+:func:`~img2img_filters.filters.convolution.filter2d` pads that border explicitly
+with ``cv2.copyMakeBorder`` first.
 
 This equals the network exactly, borders included, when the model is a single
 convolution (:func:`folds_exactly`). A deeper linear stack pads between its
@@ -32,6 +34,7 @@ import numpy as np
 from torch import nn
 
 from img2img_filters.border import CV2_BORDER_FLAGS
+from img2img_filters.filters.convolution import filter2d
 from img2img_filters.infer.convert import input_scale
 from img2img_filters.infer.tiling import model_borders
 from img2img_filters.solve import fold_linear
@@ -261,16 +264,4 @@ class FoldedFilter:
         separable: tuple[np.ndarray, np.ndarray] | None,
     ) -> np.ndarray:
         """Correlate one ``(H, W)`` plane (any depth OpenCV filters) into float32."""
-        ry, rx = self.halo
-        if self.border == "wrap":
-            plane = cv2.copyMakeBorder(plane, ry, ry, rx, rx, cv2.BORDER_WRAP)
-            flag = cv2.BORDER_CONSTANT
-        else:
-            flag = CV2_BORDER_FLAGS[self.border]
-        if separable is not None:
-            result = cv2.sepFilter2D(plane, cv2.CV_32F, separable[1], separable[0], borderType=flag)
-        else:
-            result = cv2.filter2D(plane, cv2.CV_32F, kernel, borderType=flag)
-        if self.border == "wrap":
-            result = result[ry : result.shape[0] - ry, rx : result.shape[1] - rx]
-        return result
+        return filter2d(plane, separable if separable is not None else kernel, self.border)

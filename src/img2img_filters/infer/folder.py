@@ -191,6 +191,103 @@ def _check_not_input_folder(input_dir: Path, output_dir: Path, overwrite_input: 
         )
 
 
+class _FolderRun:
+    """The images of one :func:`apply_folder` run: filtered, written, failures recorded.
+
+    Images that each fit a tile wait in groups of one size and dtype, and go
+    through the network together once a group holds ``batch`` images or all the
+    waiting images hold more than :data:`PENDING_VALUES` values.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        summary: FolderSummary,
+        bar: tqdm,
+        format: str,
+        bit_depth: int,
+        scale: str,
+        filter_range: tuple[float, float],
+        on_failure: Callable[[Path, str], None] | None,
+    ) -> None:
+        self.predictor = predictor
+        self.summary = summary
+        self.bar = bar
+        self.format = format
+        self.bit_depth = bit_depth
+        self.scale = scale
+        self.filter_range = filter_range
+        self.on_failure = on_failure
+        self.pending: dict[tuple, list[tuple[Path, Path, np.ndarray]]] = {}
+
+    def fail(self, path: Path, error: BaseException) -> None:
+        """Record that ``path`` failed, and why."""
+        reason = _one_line(error)
+        self.summary.failed.append((path, reason))
+        if self.on_failure is not None:
+            self.on_failure(path, reason)
+
+    def write(self, source: Path, target: Path, result: np.ndarray) -> None:
+        """Write the result ``(H, W, C)`` of ``source`` to ``target``, scaled for its format."""
+        if result.shape[-1] == 1:
+            result = result[..., 0]  # (H, W), as apply_filter returns it
+        limits = None
+        try:
+            if self.format != "npy" and self.bit_depth != 32:
+                result, limits = scaled_for_writing(result, self.scale, self.filter_range)
+            write_image(target, result, bit_depth=self.bit_depth, value_range=limits)
+        except ValueError as error:
+            self.fail(source, error)
+        except OSError as error:  # written through a temporary file: nothing partial is left
+            self.fail(source, OSError(f"cannot write {target}: {error.strerror or error}"))
+        else:
+            self.summary.done.append(source)
+
+    def filter(self, source: Path, target: Path, image: np.ndarray, batch: int) -> None:
+        """Filter ``image`` and write it, or let it wait for others of its size."""
+        predictor = self.predictor
+        height, width = image.shape[:2]
+        if (
+            batch > 1
+            and predictor.network is not None
+            and max(height, width) <= (predictor.tile or 0)
+        ):
+            key = (image.shape, image.dtype.str)
+            self.pending.setdefault(key, []).append((source, target, image))
+            if len(self.pending[key]) >= batch:
+                self.flush(key)
+            elif sum(len(g) * g[0][2].size for g in self.pending.values()) > PENDING_VALUES:
+                for other in list(self.pending):
+                    self.flush(other)
+            return
+        try:
+            result = predictor(image)
+        except (ValueError, TypeError, RuntimeError) as error:
+            self.fail(source, error)
+        else:
+            self.write(source, target, result)
+        self.bar.update()
+
+    def flush(self, key: tuple) -> None:
+        """Run one waiting group through the network in one forward pass and write it."""
+        group = self.pending.pop(key)
+        try:
+            results = self.predictor.predict_batch(np.stack([image for _, _, image in group]))
+        except (ValueError, TypeError, RuntimeError) as error:
+            for source, _, _ in group:
+                self.fail(source, error)
+        else:
+            for (source, target, _), result in zip(group, results, strict=True):
+                self.write(source, target, result)
+        self.bar.update(len(group))
+
+    def finish(self) -> None:
+        """Run the groups still waiting."""
+        for key in list(self.pending):
+            self.flush(key)
+
+
+# Over 80 lines only for its docstring.
 def apply_folder(
     model: nn.Module,
     input_dir: str | os.PathLike[str],
@@ -273,80 +370,28 @@ def apply_folder(
     outputs = output_paths(inputs, input_dir, output_dir, OUTPUT_FORMATS[format])
     summary = FolderSummary(input_dir, output_dir)
     input_ids = {_file_id(path) for path in inputs} - {None}
-
-    def fail(path: Path, error: BaseException) -> None:
-        reason = _one_line(error)
-        summary.failed.append((path, reason))
-        if on_failure is not None:
-            on_failure(path, reason)
-
-    def write(source: Path, target: Path, result: np.ndarray) -> None:
-        if result.shape[-1] == 1:
-            result = result[..., 0]  # (H, W), as apply_filter returns it
-        limits = None
-        try:
-            if format != "npy" and bit_depth != 32:
-                result, limits = scaled_for_writing(result, scale, filter_range)
-            write_image(target, result, bit_depth=bit_depth, value_range=limits)
-        except ValueError as error:
-            fail(source, error)
-        except OSError as error:  # written through a temporary file: nothing partial is left
-            fail(source, OSError(f"cannot write {target}: {error.strerror or error}"))
-        else:
-            summary.done.append(source)
-
-    pending: dict[tuple, list[tuple[Path, Path, np.ndarray]]] = {}
-
-    def flush(key: tuple) -> None:
-        group = pending.pop(key)
-        try:
-            results = predictor.predict_batch(np.stack([image for _, _, image in group]))
-        except (ValueError, TypeError, RuntimeError) as error:
-            for source, _, _ in group:
-                fail(source, error)
-        else:
-            for (source, target, _), result in zip(group, results, strict=True):
-                write(source, target, result)
-        bar.update(len(group))
-
     with tqdm(total=len(inputs), unit="image", disable=None if progress else True) as bar:
+        run = _FolderRun(
+            predictor, summary, bar, format, bit_depth, scale, filter_range, on_failure
+        )
         for source, target in zip(inputs, outputs, strict=True):
             if os.path.lexists(target) and not overwrite:
                 summary.skipped.append(source)
                 bar.update()
                 continue
             if not overwrite_input and _file_id(target) in input_ids:
-                fail(source, ValueError(f"the output {target} is an input image (not replaced)"))
+                run.fail(
+                    source, ValueError(f"the output {target} is an input image (not replaced)")
+                )
                 bar.update()
                 continue
             try:
                 image = read_image(source, max_pixels=max_pixels, keep_16bit=True)
             except (ValueError, OSError) as error:
-                fail(source, error)
+                run.fail(source, error)
                 bar.update()
                 continue
-            height, width = image.shape[:2]
-            if (
-                batch > 1
-                and predictor.network is not None
-                and max(height, width) <= (predictor.tile or 0)
-            ):
-                key = (image.shape, image.dtype.str)
-                pending.setdefault(key, []).append((source, target, image))
-                if len(pending[key]) >= batch:
-                    flush(key)
-                elif sum(len(g) * g[0][2].size for g in pending.values()) > PENDING_VALUES:
-                    for other in list(pending):
-                        flush(other)
-                continue
-            try:
-                result = predictor(image)
-            except (ValueError, TypeError, RuntimeError) as error:
-                fail(source, error)
-            else:
-                write(source, target, result)
-            bar.update()
-        for key in list(pending):
-            flush(key)
+            run.filter(source, target, image, batch)
+        run.finish()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -144,6 +144,7 @@ def _run_model(model: nn.Module, inputs: torch.Tensor, device: torch.device) -> 
         model.train(was_training)
 
 
+# Over 80 lines only for its docstring.
 def preview_predictions(
     model: nn.Module,
     dataset: Any,

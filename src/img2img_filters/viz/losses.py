@@ -52,6 +52,7 @@ def _as_losses(values: Any, argument: str, *, allow_empty: bool) -> np.ndarray:
     return array
 
 
+# Over 80 lines only for its docstring.
 def plot_losses(
     train_losses: Sequence[float],
     val_losses: Sequence[float] | None,
