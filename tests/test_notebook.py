@@ -35,7 +35,9 @@ def test_notebook_is_saved_without_outputs(notebook):
 
 def test_notebook_uses_the_public_api_and_explains_each_step(notebook):
     source = "\n".join(cell.source for cell in _code(notebook))
-    assert re.findall(r"^[ \t]*(?:from|import) img2img\S*", source, re.M) == ["from img2img_filters"]
+    assert re.findall(r"^[ \t]*(?:from|import) img2img\S*", source, re.M) == [
+        "from img2img_filters"
+    ]
     assert "img2img_filters." not in source  # no private modules
     for name in (
         "load_filtered_dataset(",

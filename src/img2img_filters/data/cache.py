@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import struct
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +31,8 @@ from img2img_filters.fileio import atomic_write, atomic_write_text
 from img2img_filters.imageio import ImageReadError, read_image
 
 __all__ = ["CACHE_FORMAT", "DecodedImages", "cache_key", "decode_images", "decoded_cache_dir"]
+
+_log = logging.getLogger(__name__)
 
 #: Version of the cache's format and of the decoding it stores; bump it to orphan old entries.
 CACHE_FORMAT = 1
@@ -130,10 +132,10 @@ def decode_images(
     try:
         return _build_entry(paths, params, workers, key, npy, sidecar)
     except OSError as error:  # an unwritable cache folder must not stop the work
-        warnings.warn(
-            f"cannot write the decoded-image cache in {str(folder)!r} ({error}); decoding in memory",
-            RuntimeWarning,
-            stacklevel=2,
+        _log.warning(
+            "cannot write the decoded-image cache in %r (%s); decoding in memory",
+            str(folder),
+            error,
         )
         return _decode_in_memory(paths, params, workers)
 
@@ -191,10 +193,8 @@ def _chunks(paths: list[Path], params: dict, workers: int) -> Iterator[_Chunk]:
                     yield chunk
                     done += 1
         except BrokenProcessPool as error:
-            warnings.warn(
-                f"the decoding processes failed ({error}); decoding in this process instead",
-                RuntimeWarning,
-                stacklevel=2,
+            _log.warning(
+                "the decoding processes failed (%s); decoding in this process instead", error
             )
     for start in starts[done:]:
         yield _decode_chunk(start, names[start : start + size], params)
@@ -315,10 +315,8 @@ def _load_entry(npy: Path, sidecar: Path, key: str, paths: list[Path]) -> Decode
         if any(not 0 <= i < len(paths) for i, _ in skipped):
             raise ValueError("a skipped file index is out of range")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(
-            f"the decoded-image cache entry {str(npy)!r} is unusable ({error}); decoding again",
-            RuntimeWarning,
-            stacklevel=3,
+        _log.warning(
+            "the decoded-image cache entry %r is unusable (%s); decoding again", str(npy), error
         )
         return None
     groups, skipped_paths = _finish(paths, counts, skipped)

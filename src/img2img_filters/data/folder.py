@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 
 from img2img_filters.data.cache import DecodedImages, decode_images
 from img2img_filters.data.split import check_limit, choose_indices
 from img2img_filters.imageio import list_images
 
 __all__ = ["load_image_folder", "report_skipped"]
+
+_log = logging.getLogger(__name__)
 
 _SHOWN = 10  # skipped files named in the warning; all are on the result
 
@@ -66,15 +68,18 @@ def load_image_folder(
 
 
 def report_skipped(decoded: DecodedImages, where: str | os.PathLike[str]) -> None:
-    """One warning that lists the skipped files of ``decoded`` (nothing when none was skipped)."""
+    """One logged warning that lists the skipped files of ``decoded`` (none when none was skipped)."""
     if not decoded.skipped:
         return
     shown = "; ".join(f"{p}: {reason}" for p, reason in decoded.skipped[:_SHOWN])
     more = len(decoded.skipped) - _SHOWN
     tail = f"; and {more} more" if more > 0 else ""
-    warnings.warn(
-        f"skipped {len(decoded.skipped)} of {len(decoded.paths)} image files in {str(where)!r} "
-        f"(every one is listed with its reason on the datasets' .skipped): {shown}{tail}",
-        RuntimeWarning,
-        stacklevel=3,
+    _log.warning(
+        "skipped %d of %d image files in %r (every one is listed with its reason on the "
+        "datasets' .skipped): %s%s",
+        len(decoded.skipped),
+        len(decoded.paths),
+        str(where),
+        shown,
+        tail,
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from img2img_filters.filters import Filter, create_filter
 from img2img_filters.filters.external import TeacherFilter
 
 __all__ = ["DATA_SOURCES", "default_filter", "load_filtered_dataset"]
+
+_log = logging.getLogger(__name__)
 
 #: The named data sources; any folder path is accepted too.
 DATA_SOURCES = ("samples", "tiny-imagenet")
@@ -247,12 +249,13 @@ def _teach(
         ]
         failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
     if failed:
-        warnings.warn(
-            f"the teacher {teacher.spec!r} failed on {len(failed)} of {len(rows)} crops, which are "
-            f"left out (each is listed with its reason on the datasets' .skipped): "
-            + "; ".join(f"{n}: {r}" for n, r in skipped[-len(failed) :][:3]),
-            RuntimeWarning,
-            stacklevel=3,
+        _log.warning(
+            "the teacher %r failed on %d of %d crops, which are left out (each is listed "
+            "with its reason on the datasets' .skipped): %s",
+            teacher.spec,
+            len(failed),
+            len(rows),
+            "; ".join(f"{n}: {r}" for n, r in skipped[-len(failed) :][:3]),
         )
         train = train[~np.isin(train, list(failed))]
         val = val[~np.isin(val, list(failed))]

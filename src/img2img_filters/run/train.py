@@ -7,6 +7,7 @@ imports the report package: :func:`img2img_filters.runs.train_run` adds the repo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -44,6 +45,8 @@ from img2img_filters.train.config import TrainResult
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
 
+_log = logging.getLogger(__name__)
+
 #: Files whose presence means a folder already holds (part of) a run.
 RUN_MARKERS = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
 
@@ -76,7 +79,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     figures: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train (or fit) a model for a filter and write a run folder (without its report).
 
@@ -92,7 +95,8 @@ def train_run(
         overwrite: Replace the run in ``out``. Its files are set aside while the new run
             trains and restored if it fails; the folder's other files stay.
         figures: Draw the loss curves, predictions and kernels.
-        log: Where progress lines go.
+        log: Where the run's notices and its summary table go (default: notices to this
+            module's logger at ``INFO``, the table to stdout with ``print``).
 
     Returns:
         The run's folder, model, losses and metrics.
@@ -126,7 +130,10 @@ def train_run(
         folder.lock() if writer else nullcontext(),
         folder.set_aside() if writer and overwrite else nullcontext(),
     ):
-        return _train(folder, data, model_config, train, resume, figures, writer, device, log)
+        return _train(
+            folder, data, model_config, train, resume, figures, writer, device, log or _log.info,
+            log or print,
+        )  # fmt: skip
 
 
 def _train(
@@ -139,6 +146,7 @@ def _train(
     writer: bool,
     device: torch.device,
     log: Callable[[str], None],
+    show: Callable[[str], None],
 ) -> RunResult:
     started = time.perf_counter()
     # a `cmd:` filter runs only when given in this call; a resumed run's recorded one reads its cache
@@ -179,14 +187,16 @@ def _train(
         "method": choice.method if choice else "gradient",
     }
     polish: RefineReport | None = None  # the finish after gradient training, if any
+    budget = train.get("time_budget")  # seconds for the whole run, counted from `started`
     if choice is not None and choice.method == "exact":
         network, result = fit_auto(
-            train_set, val_set, choice, device=str(device), progress=train.get("progress", True)
-        )
+            train_set, val_set, choice, device=str(device), progress=train.get("progress", True),
+            seconds=_time_left(budget, started),
+        )  # fmt: skip
     else:
         network, result, polish = _gradient(
             folder, train_set, val_set, filter, arch, options, choice, train, metadata, resume,
-            writer, device, log,
+            writer, device, log, started,
         )  # fmt: skip
     train_losses, val_losses = result.train_losses, result.val_losses
     seconds = time.perf_counter() - started
@@ -215,7 +225,7 @@ def _train(
     if figures:
         _draw_figures(folder, network, val_set, filter, train_losses, val_losses, str(device))
     folder.write_json(METRICS_FILE, metrics)  # last: its presence marks a finished run
-    log(format_summary(folder.path, metrics))
+    show(format_summary(folder.path, metrics))
     return RunResult(folder.path, network, train_losses, val_losses, metrics)
 
 
@@ -233,8 +243,14 @@ def _gradient(
     writer: bool,
     device: torch.device,
     log: Callable[[str], None],
+    started: float,
 ) -> tuple[nn.Module, TrainResult, RefineReport | None]:
-    """Train by gradient (with its polish): the network, the training's result, the polish's."""
+    """Train by gradient (with its polish): the network, the training's result, the polish's.
+
+    A time budget covers the whole run from ``started`` (``time.perf_counter()`` when the
+    run began, data loading included): training gets what is left of it less the
+    polish's share, and the polish what training leaves.
+    """
     if choice is not None:
         for key, value in choice.train.items():
             train.setdefault(key, value)
@@ -243,8 +259,10 @@ def _gradient(
     refine = _refine_plan(network, choice)
     budget = train.get("time_budget")
     settings = dict(train)
-    if refine and budget is not None:  # the polish takes the end of the budget
-        settings["time_budget"] = budget * (1.0 - refine["share"])
+    left = _time_left(budget, started)
+    if left is not None:  # the polish takes the end of the budget
+        share = refine["share"] if refine else 0.0
+        settings["time_budget"] = max(left * (1.0 - share), _MIN_SECONDS)
     result = train_model(
         network,
         train_set,
@@ -257,26 +275,22 @@ def _gradient(
         return_result=True,
         **settings,
     )
-    log(f"engine: {result.engine} ({result.engine_reason})")
     polish = None
     if refine and writer:  # one process polishes the model it writes
-        spent = result.seconds
-        if refine["method"] == "gauss-newton":
-            finish, limits = gauss_newton, {}
-        else:
-            seconds = None if budget is None else max(0.0, budget - spent)
-            finish, limits = lbfgs_refine, {"seconds": seconds}
+        finish = gauss_newton if refine["method"] == "gauss-newton" else lbfgs_refine
         polish = finish(
             network,
             train_set,
             steps=refine["steps"],
             images=refine["images"],
             device=str(device),
-            **limits,
+            seconds=_time_left(budget, started),
+            progress=bool(train.get("progress", True)),
         )
         log(
             "{method} polish: MSE {loss_before:.3e} -> {loss_after:.3e} in {iterations} "
             "iterations, {seconds:.1f} s".format(**polish.as_dict())
+            + (" (time budget reached)" if polish.out_of_time else "")
         )
     return network, result, polish
 
@@ -284,7 +298,19 @@ def _gradient(
 #: The finish of a linear model trained by gradient: its MSE is a quadratic whose weakest
 #: directions (how the kernel splits between the correlated R, G and B) first-order methods
 #: in float32 never resolve; a Gauss-Newton step in float64 lands on its exact minimum.
-LINEAR_REFINE = {"method": "gauss-newton", "steps": 3, "images": 16, "share": 0.0}
+#: ``share``: the fraction of what a time budget leaves after data loading that it keeps.
+LINEAR_REFINE = {"method": "gauss-newton", "steps": 3, "images": 16, "share": 0.1}
+
+#: The least time budget training is given when the run has (nearly) none left: it then
+#: stops after its first step.
+_MIN_SECONDS = 1e-3
+
+
+def _time_left(budget: float | None, started: float) -> float | None:
+    """Seconds left of a run's ``budget`` begun at ``started`` (``None``: no budget)."""
+    if budget is None:
+        return None
+    return max(0.0, float(budget) - (time.perf_counter() - started))
 
 
 def _refine_plan(network: nn.Module, choice: AutoChoice | None) -> dict[str, Any]:
