@@ -26,6 +26,7 @@ def load_image_folder(
     seed: int = 0,
     cache: bool = True,
     workers: int = 2,
+    progress: bool = False,
 ) -> DecodedImages:
     """Every image under ``folder`` (recursively), cut into square crops on a grid.
 
@@ -42,6 +43,7 @@ def load_image_folder(
         seed: Seed of the choice when ``limit`` is set.
         cache: Use the decoded-image cache (:func:`img2img_filters.data.cache.decode_images`).
         workers: Decoding processes.
+        progress: Show a progress bar while the files are decoded (only on a terminal).
 
     Returns:
         :class:`~img2img_filters.data.cache.DecodedImages`: ``images`` uint8 ``(N, 3, crop, crop)``,
@@ -61,7 +63,13 @@ def load_image_folder(
         raise ValueError(f"limit must be a positive integer or None; got {limit}")
     paths = [paths[i] for i in choose_indices(len(paths), limit, seed)]
     decoded = decode_images(
-        paths, crop_size=crop_size, stride=stride, max_side=max_side, cache=cache, workers=workers
+        paths,
+        crop_size=crop_size,
+        stride=stride,
+        max_side=max_side,
+        cache=cache,
+        workers=workers,
+        progress=progress,
     )
     report_skipped(decoded, folder)
     return decoded

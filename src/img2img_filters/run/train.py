@@ -8,6 +8,7 @@ imports the report package: :func:`img2img_filters.runs.train_run` adds the repo
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -162,6 +163,7 @@ def _train(
         crop_size=data.crop_size,
         limit=data.limit,
         download=data.download,
+        progress=bool(train.get("progress", True)),
     )
     filter = filter or train_set.filter
     log(
@@ -402,8 +404,34 @@ def _draw_figures(
         folder.write_figure(KERNELS_FIGURE, viz.plot_kernels(network, filter))
 
 
-def format_summary(folder: Path, metrics: dict[str, Any]) -> str:
-    """A small table of a run's results, for the terminal."""
+#: Columns the summary table fits in (a classic terminal).
+SUMMARY_WIDTH = 80
+
+
+def _wrap(value: str, room: int) -> list[str]:
+    """``value`` cut into lines of at most ``room`` characters; joined, they give ``value``.
+
+    Lines end after a ``|``, ``,``, ``/`` or space where they can, anywhere where they must.
+    """
+    pieces = re.findall(r"[^|,/ ]*[|,/ ]?", value)
+    lines = [""]
+    for piece in filter(None, pieces):
+        while len(piece) > room:  # longer than a line: cut anywhere
+            if lines[-1]:
+                lines.append("")
+            lines[-1], piece = piece[:room], piece[room:]
+            lines.append("")
+        if len(lines[-1]) + len(piece) > room:
+            lines.append("")
+        lines[-1] += piece
+    return [line for line in lines if line] or [""]
+
+
+def format_summary(folder: Path, metrics: dict[str, Any], width: int = SUMMARY_WIDTH) -> str:
+    """A small table of a run's results, for the terminal: ``width`` columns at most.
+
+    Long values (the run folder's path, a chained filter) continue on the next lines.
+    """
     rows = [
         ("run folder", str(folder)),
         ("filter", str(metrics.get("filter"))),
@@ -420,7 +448,11 @@ def format_summary(folder: Path, metrics: dict[str, Any]) -> str:
     error = metrics.get("kernel_error")
     if error:
         rows.append(("kernel max error", f"{error['max_abs']:.3e}"))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    rule = "  " + "-" * (width + 2 + max(len(v) for _, v in rows))
+    names = max(len(name) for name, _ in rows)
+    room = max(8, width - names - 4)
+    lines = []
+    for name, value in rows:
+        for number, part in enumerate(_wrap(value, room)):
+            lines.append(f"  {(name if number == 0 else '').ljust(names)}  {part}".rstrip())
+    rule = "  " + "-" * (max(len(line) for line in lines) - 2)
     return "\n".join([rule, *lines, rule])
