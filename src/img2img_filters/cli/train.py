@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=positive_float,
         default=None,
-        help="stop training after this many seconds",
+        help="seconds for the whole run: data loading, training and its polish",
     )
     parser.add_argument("--download", action="store_true", help="download Tiny ImageNet if missing")
     parser.add_argument("--out", default=None, help="run folder (default runs/<time>-<filter>)")
@@ -138,7 +138,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how each step runs (default auto: fused compiled loops for a long enough run of "
         "the study network on the CPU, else OpenCV's convolutions on the CPU, else eager)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
     add_device(parser)
     parser.set_defaults(handler=run, validate=validate_train)

@@ -42,6 +42,7 @@ from img2img_filters.run.resume import RESUME_OVERRIDES, resume_config
 from img2img_filters.solve import gauss_newton, kernel_error, lbfgs_refine
 from img2img_filters.solve.refine import RefineReport
 from img2img_filters.train import train_model
+from img2img_filters.train.batches import all_reduce
 from img2img_filters.train.config import TrainResult
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
@@ -263,6 +264,8 @@ def _gradient(
     settings = dict(train)
     left = _time_left(budget, started)
     if left is not None:  # the polish takes the end of the budget
+        # every process trains under the same budget (the least left), or they would part ways
+        left = -all_reduce([-left], device, op="max")[0]
         share = refine["share"] if refine else 0.0
         settings["time_budget"] = max(left * (1.0 - share), _MIN_SECONDS)
     result = train_model(

@@ -246,7 +246,9 @@ def gauss_newton(
         device: Where to compute.
         max_elements: Largest Jacobian block (pixels x parameters) held at once.
         seconds: Stop once this long has passed since the call (checked before each
-            block of the Jacobian; a step cut short is not taken), ``None``: no limit.
+            block of the Jacobian; a step cut short is not taken), ``None``: no limit. The
+            first step is always taken: for a linear model it is the whole gain, and its
+            cost is bounded by ``images`` and the parameters.
         progress: Show a progress bar over the steps (only when stderr is a terminal).
 
     Returns:
@@ -305,7 +307,7 @@ def gauss_newton(
             normal = torch.zeros(count, count, dtype=torch.float64, device=device)
             gradient = torch.zeros(count, dtype=torch.float64, device=device)
             for first in range(0, len(chunks), block):
-                if out_of_time():
+                if len(losses) > 1 and out_of_time():  # the first step is always taken
                     raise _DeadlineError
                 x = torch.cat([c[0] for c in chunks[first : first + block]])
                 y = torch.cat([c[1] for c in chunks[first : first + block]]).flatten()

@@ -120,7 +120,8 @@ def fit(
         planned_steps=config.max_epochs * steps_per_epoch,  # the whole run's: a resume agrees
         pixels_per_step=photos_per_step * _pixels(train_dataset),
     )
-    log.info("training engine: %s (%s)", engine.name, engine.reason)
+    if rank == 0:
+        log.info("training engine: %s (%s)", engine.name, engine.reason)
     started = time.perf_counter()
     show, first = config.progress and rank == 0, progress.epoch + 1
     with engine.threads():
