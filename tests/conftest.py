@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with
@@ -122,3 +126,39 @@ def fake_ghostscript(tmp_path_factory, monkeypatch) -> Path:
 def _seeded() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+class _Notices:
+    """``with notices("pattern") as records:``: the block must log a matching notice.
+
+    The library's notices are :mod:`logging` records of the ``img2img_filters`` loggers,
+    ``WARNING`` and above unless ``level`` says otherwise; ``records`` holds those that
+    match once the block has run (as ``pytest.warns(...) as record`` does for warnings).
+    """
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self.caplog = caplog
+
+    @contextlib.contextmanager
+    def __call__(
+        self, match: str = "", level: int = logging.WARNING
+    ) -> Iterator[list[logging.LogRecord]]:
+        found: list[logging.LogRecord] = []
+        self.caplog.clear()
+        with self.caplog.at_level(level, logger="img2img_filters"):
+            yield found
+        found.extend(
+            record
+            for record in self.caplog.records
+            if record.name.startswith("img2img_filters")
+            and record.levelno >= level
+            and re.search(match, record.getMessage())
+        )
+        logged = [f"{r.levelname} {r.getMessage()}" for r in self.caplog.records]
+        assert found, f"no notice at {logging.getLevelName(level)} matching {match!r}; {logged}"
+
+
+@pytest.fixture
+def notices(caplog: pytest.LogCaptureFixture) -> _Notices:
+    """Check that a block logs a notice: ``with notices("rank-deficient"):`` (see :class:`_Notices`)."""
+    return _Notices(caplog)

@@ -26,7 +26,6 @@ by content; the first frame). The folder loaders list files by extension
 from __future__ import annotations
 
 import os
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -417,30 +416,29 @@ def _check_folder_result(folder: Path, decoded, expected: dict) -> None:
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_load_image_folder_skips_and_reports(
-    hostile, cache: bool, tmp_path: Path, monkeypatch
+    hostile, cache: bool, tmp_path: Path, monkeypatch, notices
 ) -> None:
     folder, expected = hostile
     monkeypatch.setenv("IMG2IMG_CACHE", str(tmp_path / "cache"))
     runs = 2 if cache else 1  # the second run comes from the cache and must report the same files
     for run in range(runs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with notices("skipped") as caught:
             decoded = load_image_folder(folder, crop_size=CROP, cache=cache)
         assert decoded.cached == (cache and run == 1)
-        messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        messages = [record.getMessage() for record in caught]
         assert len(messages) == 1
         assert f"skipped {len(REFUSED) + 3} of {len(CASES)} image files" in messages[0]
         _check_folder_result(folder, decoded, expected)
 
 
-def test_load_filtered_dataset_from_a_hostile_folder(hostile, tmp_path: Path, monkeypatch) -> None:
+def test_load_filtered_dataset_from_a_hostile_folder(
+    hostile, tmp_path: Path, monkeypatch, notices
+) -> None:
     folder, _ = hostile
     monkeypatch.setenv("IMG2IMG_CACHE", str(tmp_path / "cache"))
-    with pytest.warns(
-        RuntimeWarning, match=f"skipped {len(REFUSED) + 3} of {len(CASES)}"
-    ) as record:
+    with notices(f"skipped {len(REFUSED) + 3} of {len(CASES)}") as record:
         train, val = load_filtered_dataset(data=folder, crop_size=CROP, val_fraction=0.25, seed=1)
-    message = str(record[0].message)
+    message = record[0].getMessage()
     named = [case for case in CASES if str(folder / case.name) in message]
     assert len(named) == 10 and message.endswith("; and 6 more")  # the first ten, then a count
     assert all(case.error or case.name.startswith("one-") for case in named)
@@ -457,13 +455,13 @@ def test_load_filtered_dataset_from_a_hostile_folder(hostile, tmp_path: Path, mo
 
 
 def test_load_filtered_dataset_names_every_skipped_file(
-    hostile, tmp_path: Path, monkeypatch
+    hostile, tmp_path: Path, monkeypatch, notices
 ) -> None:
     folder, _ = hostile
     monkeypatch.setenv("IMG2IMG_CACHE", str(tmp_path / "cache"))
-    with pytest.warns(RuntimeWarning) as record:
+    with notices("skipped") as record:
         train, _ = load_filtered_dataset(data=folder, crop_size=CROP, cache=False)
-    reachable = str(record[0].message) + repr(getattr(train, "skipped", ""))
+    reachable = record[0].getMessage() + repr(getattr(train, "skipped", ""))
     assert all(str(folder / case.name) in reachable for case in REFUSED)
 
 

@@ -60,14 +60,14 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
     return inputs, targets
 
 
-def test_pairs_match_by_relative_name_and_skip_the_rest_with_reasons(folders) -> None:
+def test_pairs_match_by_relative_name_and_skip_the_rest_with_reasons(folders, notices) -> None:
     inputs, targets = folders
     pairs, skipped = match_pairs(inputs, targets)
     assert [name for name, _, _ in pairs] == ["a", "e", "sub/b"]
     assert pairs[2][1] == inputs / "sub" / "b.png" and pairs[2][2] == targets / "sub" / "b.png"
     assert ("c", "an input without a target") in skipped
     assert ("d", "a target without an input") in skipped
-    with pytest.warns(RuntimeWarning, match="skipped"):
+    with notices("skipped"):
         train, val = load_filtered_dataset(
             data=inputs, targets=targets, crop_size=16, val_fraction=0
         )
@@ -77,11 +77,11 @@ def test_pairs_match_by_relative_name_and_skip_the_rest_with_reasons(folders) ->
     assert sorted(train.names) == ["a", "sub/b"]
 
 
-def test_a_target_with_other_channels_than_most_is_skipped(folders) -> None:
+def test_a_target_with_other_channels_than_most_is_skipped(folders, notices) -> None:
     inputs, targets = folders
     _write_png(inputs / "f.png", _photos()[3])
     _write_png(targets / "f.png", _photos()[3])  # RGB, the others gray
-    with pytest.warns(RuntimeWarning, match="f: target has 3 channels, most have 1"):
+    with notices("f: target has 3 channels, most have 1"):
         train, _ = load_filtered_dataset(data=inputs, targets=targets, crop_size=16, val_fraction=0)
     assert "f" not in train.names and train.out_channels == 1
 

@@ -457,7 +457,7 @@ def test_to_float_is_the_exact_division() -> None:
     assert torch.equal(to_float(torch.from_numpy(photos)), expected)
 
 
-def test_folder_crops_stream_new_crops_each_epoch_and_train(tmp_path) -> None:
+def test_folder_crops_stream_new_crops_each_epoch_and_train(tmp_path, notices) -> None:
     from PIL import Image
     from skimage import data
 
@@ -469,11 +469,11 @@ def test_folder_crops_stream_new_crops_each_epoch_and_train(tmp_path) -> None:
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     train, val = folder_crops(folder, "study-sobel", crop_size=32, crops_per_image=2, seed=4)
     assert len(train) + len(val) == 2 * 13 and train.image_size == (32, 32)
-    with pytest.warns(RuntimeWarning, match="broken.png") as record:
+    with notices("broken.png") as record:
         everything = FolderCrops(sorted(folder.iterdir()), "study-sobel", crop_size=32)
         first = everything.uint8(np.arange(len(everything)))
         everything.uint8(np.arange(len(everything)))  # reported once, not twice
-    assert sum("broken.png" in str(w.message) for w in record) == 1
+    assert len(record) == 1
     assert first.shape == (13, 3, 32, 32)
     train.set_epoch(1)
     one = train.uint8(np.arange(len(train)))
@@ -545,7 +545,7 @@ def test_time_budget_stops_training(datasets) -> None:
     assert model.training_summary["stopped"].startswith("time budget")
 
 
-def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None:
+def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch, notices) -> None:
     train, val = datasets
     compiled = []
 
@@ -556,7 +556,7 @@ def test_compile_and_cuda_options_reach_the_model(datasets, monkeypatch) -> None
     monkeypatch.setattr(torch, "compile", fake_compile)
     # not a chain of zero-padded convolutions (it reflects at the border): compiled whole
     model = create_img2img_model(3, 1, "linear", kernel_size=3)
-    with pytest.warns(UserWarning, match="CUDA only"):
+    with notices("CUDA only"):
         train_model(
             model,
             train,
@@ -612,7 +612,9 @@ def test_compile_on_the_cpu_trains_the_study_network_as_fused_loops(datasets, mo
         assert torch.allclose(fused_weights[name], value, rtol=1e-4, atol=1e-6), name
 
 
-def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkeypatch) -> None:
+def test_compile_without_a_compiler_warns_and_trains_uncompiled(
+    datasets, monkeypatch, notices
+) -> None:
     train, val = datasets
     backgrounds = _record_batch_threads(train, monkeypatch)
 
@@ -629,7 +631,7 @@ def test_compile_without_a_compiler_warns_and_trains_uncompiled(datasets, monkey
     backgrounds.clear()
     monkeypatch.setattr(torch, "compile", no_compiler)
     torch.manual_seed(0)
-    with pytest.warns(RuntimeWarning, match=r"could not compile .*No working C\+\+ compiler"):
+    with notices(r"could not compile .*No working C\+\+ compiler"):
         losses = train_model(
             create_img2img_model(3, 1, "study"),
             train,

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 from typing import Any
+
+# The library's notices go through `logging` (one logger per module); shown only where the
+# application (the `img2img` command, a script) configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: The name img2img is installed under (``pip install img2img-filters``).
 DIST_NAME = "img2img-filters"

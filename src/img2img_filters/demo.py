@@ -6,6 +6,7 @@ sees both the study's result and how far beyond it exact fitting goes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from img2img_filters.report import plot_loss_comparison, write_comparison_report
 from img2img_filters.runs import DataConfig, ModelConfig, RunResult, train_run
 
 __all__ = ["DEMO_RUNS", "run_demo"]
+
+_log = logging.getLogger(__name__)
 
 #: (run name, filter, architecture): the study's targets with its network and with auto.
 DEMO_RUNS: tuple[tuple[str, str, str], ...] = (
@@ -36,8 +39,8 @@ def run_demo(
     epochs: int = 30,
     limit: int | None = None,
     overwrite: bool = True,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train the four demo runs; write ``out/report.html`` comparing them and ``out/losses.png``.
 
@@ -47,8 +50,10 @@ def run_demo(
             (the auto runs fit in closed form).
         limit: At most this many training photos (for quick checks).
         overwrite: Replace earlier demo runs in ``out``.
-        progress: Show progress bars.
-        log: Where progress lines go.
+        progress: Show progress bars (only when stderr is a terminal); the per-epoch
+            lines are logged either way.
+        log: Where the notices and the tables go (default: notices to this module's
+            logger at ``INFO``, each run's summary and the final table to stdout).
 
     Returns:
         ``{"runs": {name: RunResult}, "report": path, "seconds": wall time}``.
@@ -56,8 +61,9 @@ def run_demo(
     started = time.perf_counter()
     out = Path(out)
     results: dict[str, RunResult] = {}
+    notice, show = log or _log.info, log or print
     for name, spec, arch in DEMO_RUNS:
-        log(f"== {name}: {spec} with arch {arch}")
+        notice(f"== {name}: {spec} with arch {arch}")
         results[name] = train_run(
             out / name,
             DataConfig(data="samples", filter=spec, limit=limit),
@@ -84,8 +90,8 @@ def run_demo(
         title="img2img demo: the study's network against exact fitting",
     )
     seconds = time.perf_counter() - started
-    log(format_demo_table(results))
-    log(f"demo finished in {seconds:.1f} s; open {report}")
+    show(format_demo_table(results))
+    notice(f"demo finished in {seconds:.1f} s; open {report}")
     return {"runs": results, "report": report, "seconds": seconds}
 
 

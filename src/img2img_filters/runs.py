@@ -53,7 +53,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     figures: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train (or fit) a model for a filter and write a complete run folder and its report.
 

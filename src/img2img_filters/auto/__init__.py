@@ -191,6 +191,7 @@ def fit_auto(
     *,
     device: str = "auto",
     progress: bool = True,
+    seconds: float | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Fit a linear filter or a colour lookup table exactly, by least squares.
 
@@ -203,6 +204,10 @@ def fit_auto(
             with its ``size`` and ``curve_size``).
         device: Where to accumulate the normal equations.
         progress: Show a progress bar.
+        seconds: A linear fit accumulates its normal equations over the photos it reaches
+            in this time (at least one batch; ``None``: all of them), so that a run's time
+            budget holds; the closed-form solve that follows is quick. A lookup table's
+            fit always reads every photo.
 
     Returns:
         ``(model, result)``: the result's one "epoch" holds the L1 losses of the fit.
@@ -224,19 +229,24 @@ def fit_auto(
             border=choice.options.get("border"),
             device=device,
             progress=progress,
+            seconds=seconds,
         )
-    seconds = time.perf_counter() - started
+    fitted = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
     what = "a colour lookup table" if choice.arch == "lut3d" else "its kernel"
+    report = getattr(model, "fit_report", {})
+    stopped = "closed-form least-squares fit"
+    if report.get("out_of_time"):
+        stopped += f" on the first {report['images']} photos (time budget reached)"
     result = TrainResult(
         train_losses=[train_l1],
         val_losses=[val_l1],
         epochs=1,
         best_epoch=1,
         best_val_loss=val_l1,
-        stopped="closed-form least-squares fit",
-        seconds=seconds,
+        stopped=stopped,
+        seconds=fitted,
         engine="least-squares",
         engine_reason=f"{what} is solved exactly",
     )

@@ -2,12 +2,17 @@
 
 Each sub-command lives in a module of this package exposing ``register(subparsers)``,
 which adds its parser and sets ``handler`` to a function ``(args) -> int``.
+
+The command's output (tables, JSON, listings) goes to stdout; the library's notices
+(its :mod:`logging` records, ``INFO`` and above) to stderr, one line each:
+``img2img: message``, ``img2img: warning: message``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +21,62 @@ from typing import NoReturn
 from img2img_filters.cli.common import DefaultsHelpFormatter
 
 __all__ = ["main"]
+
+#: The logger of the library's notices.
+PACKAGE_LOGGER = "img2img_filters"
+
+
+class NoticeFormatter(logging.Formatter):
+    """``img2img: message``; ``img2img: warning: message`` (``error:`` for errors)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's message, prefixed by the command's name and its severity."""
+        if record.levelno >= logging.ERROR:
+            kind = "error: "
+        elif record.levelno >= logging.WARNING:
+            kind = "warning: "
+        else:
+            kind = ""
+        return f"img2img: {kind}{record.getMessage()}"
+
+
+class NoticeHandler(logging.Handler):
+    """Writes notices to the current ``sys.stderr``, above any progress bar on it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one formatted record (through tqdm, so that a bar is redrawn below it)."""
+        try:
+            # loaded on the first notice, so that `img2img --help` stays fast
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # a notice must never stop the command (closed stderr...)
+            self.handleError(record)
+
+
+def install_notices(level: int = logging.INFO) -> NoticeHandler:
+    """Show the library's notices on stderr: one :class:`NoticeHandler` on its logger.
+
+    Returns:
+        The handler, for :func:`remove_notices`; a handler installed earlier is replaced.
+    """
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    for old in [h for h in logger.handlers if isinstance(h, NoticeHandler)]:
+        logger.removeHandler(old)
+    handler = NoticeHandler()
+    handler.setFormatter(NoticeFormatter())
+    logger.addHandler(handler)
+    handler.previous_level = logger.level  # type: ignore[attr-defined]
+    logger.setLevel(level)
+    return handler
+
+
+def remove_notices(handler: NoticeHandler) -> None:
+    """Undo :func:`install_notices`: the handler goes, the logger's level is restored."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    logger.removeHandler(handler)
+    logger.setLevel(getattr(handler, "previous_level", logging.NOTSET))
+
 
 COMMANDS = (
     "img2img_filters.cli.train",
@@ -77,8 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
     0 success, 1 failure, 2 usage, 130 Ctrl-C, 141 the reader of the output went away
-    (``img2img filters | head -1``: quietly, as a command killed by SIGPIPE).
+    (``img2img filters | head -1``: quietly, as a command killed by SIGPIPE). The library's
+    notices are shown on stderr while it runs (see :func:`install_notices`).
     """
+    handler = install_notices()
+    try:
+        return _run(argv)
+    finally:
+        remove_notices(handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its command; the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     validate = getattr(args, "validate", None)

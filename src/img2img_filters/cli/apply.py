@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         signed = filter_range[0] < 0 if filter_range else float(result.min()) < 0
         if output.suffix.lower() in _LOSSY and signed:
             logger.warning(
-                "img2img: %s is a lossy format: the filter's signed output loses precision "
+                "%s is a lossy format: the filter's signed output loses precision "
                 "there; .png, .tif or .npy keep it",
                 output,
             )

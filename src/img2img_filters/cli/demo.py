@@ -23,7 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--limit", type=positive_int, default=None, help="at most this many training photos"
     )
-    parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they show only when stderr is a terminal); the per-epoch "
+        "lines stay",
+    )
+    # the earlier opt-in flag, still accepted: bars are now on by default, as in `train`
+    parser.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
 
 
@@ -32,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     # loaded when the command runs, so that `img2img --help` stays fast
     from img2img_filters.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs, limit=args.limit, progress=args.progress)
+    run_demo(args.out, epochs=args.epochs, limit=args.limit, progress=not args.no_progress)
     return 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
 from img2img_filters.cli.common import add_device, positive_int
 from img2img_filters.run.config import RunFolderError, check_data_config
+
+_log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +49,7 @@ def _recorded_config(model_arg: str, metadata: dict) -> Any:
     try:
         return check_data_config(metadata.get("data_config"), f"{model_arg!r}: data_config")
     except RunFolderError as error:
-        print(f"img2img: eval: {error}; using the default split", file=sys.stderr)
+        _log.warning("eval: %s; using the default split", error)
         return None
 
 
@@ -77,16 +79,13 @@ def _recorded_source(model_arg: str, metadata: dict, config: Any) -> str:
     elif isinstance(recorded, str) and run_dir.is_dir() and _inside(run_dir / recorded, run_dir):
         source = str(run_dir / recorded)
     else:
-        print(
-            f"img2img: eval: the model records its data as {str(recorded)[:80]!r}, which is "
-            "not inside its run folder; measuring on the built-in photos (pass --data to "
-            "choose)",
-            file=sys.stderr,
+        _log.warning(
+            "eval: the model records its data as %r, which is not inside its run folder; "
+            "measuring on the built-in photos (pass --data to choose)",
+            str(recorded)[:80],
         )
         return "samples"
-    print(
-        f"img2img: eval: measuring on {source!r}, the run's own validation split", file=sys.stderr
-    )
+    _log.info("eval: measuring on %r, the run's own validation split", source)
     return source
 
 

@@ -155,7 +155,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=None,
         help=with_default(
-            "stop training after this many seconds (none: no limit)", TRAIN.time_budget
+            "seconds for the whole run: data loading, training and its polish (none: no limit)",
+            TRAIN.time_budget,
         ),
     )
     parser.add_argument(
@@ -215,7 +216,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             TRAIN.engine,
         ),
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
     add_device(parser, falls_through_to=TRAIN.device)
     parser.set_defaults(handler=run, validate=validate_train)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import struct
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from img2img_filters.data.crops import check_crop_params, grid_crops, resize_shorter
 from img2img_filters.data.paths import cache_dir
@@ -31,6 +32,8 @@ from img2img_filters.fileio import atomic_write, atomic_write_text
 from img2img_filters.imageio import ImageReadError, read_image
 
 __all__ = ["CACHE_FORMAT", "DecodedImages", "cache_key", "decode_images", "decoded_cache_dir"]
+
+_log = logging.getLogger(__name__)
 
 #: Version of the cache's format and of the decoding it stores; bump it to orphan old entries.
 CACHE_FORMAT = 1
@@ -91,6 +94,7 @@ def decode_images(
     max_side: int | None = None,
     cache: bool = True,
     workers: int = 2,
+    progress: bool = False,
 ) -> DecodedImages:
     """Decode image files into crops, once: later calls with the same files memory-map the cache.
 
@@ -106,6 +110,8 @@ def decode_images(
         max_side: Shrink each image so its shorter side is at most this, first.
         cache: Use and fill the on-disk cache (``cache_dir()/decoded``).
         workers: Processes that decode (lists shorter than 4,096 files use this one).
+        progress: Show a progress bar over the files while they are decoded (only when
+            stderr is a terminal; none when the cache has them).
 
     Returns:
         :class:`DecodedImages`: ``images`` uint8 ``(N, 3, crop, crop)``, ``groups`` ``(N,)``.
@@ -120,7 +126,7 @@ def decode_images(
     paths = [Path(os.path.abspath(p)) for p in paths]
     params = {"crop_size": crop_size, "stride": stride, "max_side": max_side}
     if not cache:
-        return _decode_in_memory(paths, params, workers)
+        return _decode_in_memory(paths, params, workers, progress)
     key = cache_key(paths, params)
     folder = decoded_cache_dir()
     npy, sidecar = folder / f"{key[:40]}.npy", folder / f"{key[:40]}.json"
@@ -128,14 +134,14 @@ def decode_images(
     if found is not None:
         return found
     try:
-        return _build_entry(paths, params, workers, key, npy, sidecar)
+        return _build_entry(paths, params, workers, key, npy, sidecar, progress)
     except OSError as error:  # an unwritable cache folder must not stop the work
-        warnings.warn(
-            f"cannot write the decoded-image cache in {str(folder)!r} ({error}); decoding in memory",
-            RuntimeWarning,
-            stacklevel=2,
+        _log.warning(
+            "cannot write the decoded-image cache in %r (%s); decoding in memory",
+            str(folder),
+            error,
         )
-        return _decode_in_memory(paths, params, workers)
+        return _decode_in_memory(paths, params, workers, progress)
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -170,7 +176,24 @@ def _decode_chunk(start: int, paths: list[str], params: dict) -> _Chunk:
     return images, counts, skipped
 
 
-def _chunks(paths: list[Path], params: dict, workers: int) -> Iterator[_Chunk]:
+def _chunks(paths: list[Path], params: dict, workers: int, progress: bool) -> Iterator[_Chunk]:
+    """Decoded chunks in path order, with a bar over the files (``progress``, on a terminal)."""
+    bar = tqdm(
+        total=len(paths),
+        desc="decoding photos",
+        unit="photo",
+        leave=False,
+        disable=None if progress else True,  # None: a bar only when stderr is a terminal
+    )
+    try:
+        for chunk in _decoded_chunks(paths, params, workers):
+            bar.update(len(chunk[1]))
+            yield chunk
+    finally:
+        bar.close()
+
+
+def _decoded_chunks(paths: list[Path], params: dict, workers: int) -> Iterator[_Chunk]:
     """Decoded chunks in path order, from a process pool when the list is long enough.
 
     The pool starts its processes with ``spawn``: forked children can hang on
@@ -191,10 +214,8 @@ def _chunks(paths: list[Path], params: dict, workers: int) -> Iterator[_Chunk]:
                     yield chunk
                     done += 1
         except BrokenProcessPool as error:
-            warnings.warn(
-                f"the decoding processes failed ({error}); decoding in this process instead",
-                RuntimeWarning,
-                stacklevel=2,
+            _log.warning(
+                "the decoding processes failed (%s); decoding in this process instead", error
             )
     for start in starts[done:]:
         yield _decode_chunk(start, names[start : start + size], params)
@@ -208,9 +229,11 @@ def _finish(
     return groups, [(paths[i], reason) for i, reason in skipped]
 
 
-def _decode_in_memory(paths: list[Path], params: dict, workers: int) -> DecodedImages:
+def _decode_in_memory(
+    paths: list[Path], params: dict, workers: int, progress: bool
+) -> DecodedImages:
     arrays, counts, skipped = [], [], []
-    for images, chunk_counts, chunk_skipped in _chunks(paths, params, workers):
+    for images, chunk_counts, chunk_skipped in _chunks(paths, params, workers, progress):
         arrays.append(images)
         counts += chunk_counts
         skipped += chunk_skipped
@@ -237,7 +260,13 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
 
 
 def _build_entry(
-    paths: list[Path], params: dict, workers: int, key: str, npy: Path, sidecar: Path
+    paths: list[Path],
+    params: dict,
+    workers: int,
+    key: str,
+    npy: Path,
+    sidecar: Path,
+    progress: bool,
 ) -> DecodedImages:
     """Decode, streaming the crops into a temporary ``.npy``, then rename it and write the sidecar."""
     counts: list[int] = []
@@ -248,7 +277,7 @@ def _build_entry(
         nonlocal total
         with open(temporary, "wb") as file:
             file.write(b"\0" * _HEADER_BYTES)
-            for images, chunk_counts, chunk_skipped in _chunks(paths, params, workers):
+            for images, chunk_counts, chunk_skipped in _chunks(paths, params, workers, progress):
                 file.write(np.ascontiguousarray(images).tobytes())
                 total += len(images)
                 counts.extend(chunk_counts)
@@ -315,10 +344,8 @@ def _load_entry(npy: Path, sidecar: Path, key: str, paths: list[Path]) -> Decode
         if any(not 0 <= i < len(paths) for i, _ in skipped):
             raise ValueError("a skipped file index is out of range")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(
-            f"the decoded-image cache entry {str(npy)!r} is unusable ({error}); decoding again",
-            RuntimeWarning,
-            stacklevel=3,
+        _log.warning(
+            "the decoded-image cache entry %r is unusable (%s); decoding again", str(npy), error
         )
         return None
     groups, skipped_paths = _finish(paths, counts, skipped)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 
 from img2img_filters.data.cache import DecodedImages, decode_images
 from img2img_filters.data.split import check_limit, choose_indices
 from img2img_filters.imageio import list_images
 
 __all__ = ["load_image_folder", "report_skipped"]
+
+_log = logging.getLogger(__name__)
 
 _SHOWN = 10  # skipped files named in the warning; all are on the result
 
@@ -24,6 +26,7 @@ def load_image_folder(
     seed: int = 0,
     cache: bool = True,
     workers: int = 2,
+    progress: bool = False,
 ) -> DecodedImages:
     """Every image under ``folder`` (recursively), cut into square crops on a grid.
 
@@ -40,6 +43,7 @@ def load_image_folder(
         seed: Seed of the choice when ``limit`` is set.
         cache: Use the decoded-image cache (:func:`img2img_filters.data.cache.decode_images`).
         workers: Decoding processes.
+        progress: Show a progress bar while the files are decoded (only on a terminal).
 
     Returns:
         :class:`~img2img_filters.data.cache.DecodedImages`: ``images`` uint8 ``(N, 3, crop, crop)``,
@@ -59,22 +63,31 @@ def load_image_folder(
         raise ValueError(f"limit must be a positive integer or None; got {limit}")
     paths = [paths[i] for i in choose_indices(len(paths), limit, seed)]
     decoded = decode_images(
-        paths, crop_size=crop_size, stride=stride, max_side=max_side, cache=cache, workers=workers
+        paths,
+        crop_size=crop_size,
+        stride=stride,
+        max_side=max_side,
+        cache=cache,
+        workers=workers,
+        progress=progress,
     )
     report_skipped(decoded, folder)
     return decoded
 
 
 def report_skipped(decoded: DecodedImages, where: str | os.PathLike[str]) -> None:
-    """One warning that lists the skipped files of ``decoded`` (nothing when none was skipped)."""
+    """One logged warning that lists the skipped files of ``decoded`` (none when none was skipped)."""
     if not decoded.skipped:
         return
     shown = "; ".join(f"{p}: {reason}" for p, reason in decoded.skipped[:_SHOWN])
     more = len(decoded.skipped) - _SHOWN
     tail = f"; and {more} more" if more > 0 else ""
-    warnings.warn(
-        f"skipped {len(decoded.skipped)} of {len(decoded.paths)} image files in {str(where)!r} "
-        f"(every one is listed with its reason on the datasets' .skipped): {shown}{tail}",
-        RuntimeWarning,
-        stacklevel=3,
+    _log.warning(
+        "skipped %d of %d image files in %r (every one is listed with its reason on the "
+        "datasets' .skipped): %s%s",
+        len(decoded.skipped),
+        len(decoded.paths),
+        str(where),
+        shown,
+        tail,
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from img2img_filters.data.cache import decode_images
 from img2img_filters.data.filtered import FilteredDataset
@@ -26,6 +27,8 @@ from img2img_filters.filters import Filter, create_filter
 from img2img_filters.filters.external import TeacherFilter
 
 __all__ = ["DATA_SOURCES", "default_filter", "load_filtered_dataset"]
+
+_log = logging.getLogger(__name__)
 
 #: The named data sources; any folder path is accepted too.
 DATA_SOURCES = ("samples", "tiny-imagenet")
@@ -53,6 +56,7 @@ def load_filtered_dataset(
     cache: bool = True,
     limit: int | None = None,
     stream: bool = False,
+    progress: bool = False,
 ) -> (
     tuple[FilteredDataset, FilteredDataset]
     | tuple[FolderCrops, FolderCrops]
@@ -112,6 +116,8 @@ def load_filtered_dataset(
         stream: For a folder (not in the Tiny ImageNet layout): return
             :class:`FolderCrops` (one random crop per file and epoch) instead of
             decoding every file into the cache.
+        progress: Show progress bars while photos are decoded and a ``cmd:`` teacher
+            runs on them (only when stderr is a terminal).
 
     Returns:
         ``(train, val)`` :class:`FilteredDataset` s; items are ``(input (3, H, W), target (C, H, W))``
@@ -166,12 +172,14 @@ def load_filtered_dataset(
         source, skipped, photo_files = "samples", [], None
     elif kind == "tiny-imagenet":
         images, groups, labels, train, val, skipped = _tiny_imagenet(
-            path, download, crop_size, val_fraction, seed, limit, val_limit, cache
+            path, download, crop_size, val_fraction, seed, limit, val_limit, cache, progress
         )
         source, photo_files = f"tiny-imagenet:{path}", None
     else:
         files = None if limit is None else limit + (val_limit or 0)
-        decoded = load_image_folder(path, crop_size=crop_size, limit=files, seed=seed, cache=cache)
+        decoded = load_image_folder(
+            path, crop_size=crop_size, limit=files, seed=seed, cache=cache, progress=progress
+        )
         images, groups, labels, skipped = decoded.images, decoded.groups, None, decoded.skipped
         train, val = split_by_group(groups, val_fraction, seed)
         source, photo_files = f"folder:{path}", decoded.paths
@@ -184,7 +192,7 @@ def load_filtered_dataset(
     if isinstance(target, TeacherFilter):
         skipped = list(skipped)
         where = photo_files if photo_files is not None else source
-        train, val = _teach(target, images, groups, train, val, where, skipped)
+        train, val = _teach(target, images, groups, train, val, where, skipped, progress)
     common = {"groups": groups, "labels": labels, "source": source, "skipped": skipped}
     return (
         FilteredDataset(images, target, indices=train, **common),
@@ -234,10 +242,18 @@ def _teach(
     val: np.ndarray,
     where: str | list[Path],
     skipped: list[tuple[str, str]],
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Compute the teacher's outputs for the rows in use; rows it fails on leave both splits."""
     rows = np.union1d(train, val)
     failed = set()
+    bar = tqdm(
+        total=len(rows),
+        desc=f"teacher {teacher.spec[:30]}",
+        unit="crop",
+        leave=False,
+        disable=None if progress else True,  # None: a bar only when stderr is a terminal
+    )
     for start in range(0, len(rows), _TEACH_CHUNK):
         chunk = rows[start : start + _TEACH_CHUNK]
         names = [
@@ -247,13 +263,16 @@ def _teach(
             for row in chunk
         ]
         failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
+        bar.update(len(chunk))
+    bar.close()
     if failed:
-        warnings.warn(
-            f"the teacher {teacher.spec!r} failed on {len(failed)} of {len(rows)} crops, which are "
-            f"left out (each is listed with its reason on the datasets' .skipped): "
-            + "; ".join(f"{n}: {r}" for n, r in skipped[-len(failed) :][:3]),
-            RuntimeWarning,
-            stacklevel=3,
+        _log.warning(
+            "the teacher %r failed on %d of %d crops, which are left out (each is listed "
+            "with its reason on the datasets' .skipped): %s",
+            teacher.spec,
+            len(failed),
+            len(rows),
+            "; ".join(f"{n}: {r}" for n, r in skipped[-len(failed) :][:3]),
         )
         train = train[~np.isin(train, list(failed))]
         val = val[~np.isin(val, list(failed))]
@@ -311,6 +330,7 @@ def _tiny_imagenet(
     limit: int | None,
     val_limit: int | None,
     cache: bool,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode the train (and official val) split of a Tiny ImageNet folder into one array.
 
@@ -328,7 +348,9 @@ def _tiny_imagenet(
         paths += [val_set.paths[i] for i in pick]
         file_labels.append(val_set.labels[pick])
     n_train = len(file_labels[0])
-    decoded = decode_images(paths, crop_size=crop_size, stride=crop_size, cache=cache)
+    decoded = decode_images(
+        paths, crop_size=crop_size, stride=crop_size, cache=cache, progress=progress
+    )
     report_skipped(decoded, root)
     groups = decoded.groups
     labels = np.concatenate(file_labels)[groups]

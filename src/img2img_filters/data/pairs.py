@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from img2img_filters.filters.external import PAIRS_PREFIX, GivenTargets
 from img2img_filters.imageio import READ_FORMATS, ImageReadError, list_images, read_image
 
 __all__ = ["PairedCrops", "load_pairs", "match_pairs"]
+
+_log = logging.getLogger(__name__)
 
 _LOG = logging.getLogger(__name__)
 _SHOWN = 10  # skipped pairs named in the warning; all are on the datasets
@@ -324,9 +325,12 @@ def _warn(skipped: list[tuple[str, str]], total: int, where: str | os.PathLike[s
         return
     shown = "; ".join(f"{name}: {reason}" for name, reason in skipped[:_SHOWN])
     more = f"; and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
-    warnings.warn(
-        f"skipped {len(skipped)} files among {total} pairs of {str(where)!r} (every one is listed "
-        f"with its reason on the datasets' .skipped): {shown}{more}",
-        RuntimeWarning,
-        stacklevel=3,
+    _log.warning(
+        "skipped %d files among %d pairs of %r (every one is listed with its reason on the "
+        "datasets' .skipped): %s%s",
+        len(skipped),
+        total,
+        str(where),
+        shown,
+        more,
     )

@@ -13,8 +13,8 @@ interrupted one would have. :func:`img2img_filters.train_model` tells it the epo
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,20 +27,18 @@ from img2img_filters.imageio import ImageReadError, list_images, read_image
 
 __all__ = ["FolderCrops", "folder_crops"]
 
+_log = logging.getLogger(__name__)
+
 _REPORTED: set[str] = set()  # files already reported as unusable by this process
 
 
 def _report(path: Path, reason: str) -> None:
-    """Warn about an unusable file, once per file and process."""
+    """Log a warning about an unusable file, once per file and process."""
     key = os.fspath(path)
     if key in _REPORTED:
         return
     _REPORTED.add(key)
-    warnings.warn(
-        f"skipped image file {key!r}: {reason}; a crop of another file takes its place",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+    _log.warning("skipped image file %r: %s; a crop of another file takes its place", key, reason)
 
 
 class FolderCrops(PhotoPairs):

@@ -7,6 +7,8 @@ imports the report package: :func:`img2img_filters.runs.train_run` adds the repo
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -40,9 +42,12 @@ from img2img_filters.run.resume import RESUME_OVERRIDES, resume_config
 from img2img_filters.solve import gauss_newton, kernel_error, lbfgs_refine
 from img2img_filters.solve.refine import RefineReport
 from img2img_filters.train import train_model
+from img2img_filters.train.batches import all_reduce
 from img2img_filters.train.config import TrainResult
 
 __all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
+
+_log = logging.getLogger(__name__)
 
 #: Files whose presence means a folder already holds (part of) a run.
 RUN_MARKERS = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
@@ -76,7 +81,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     figures: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train (or fit) a model for a filter and write a run folder (without its report).
 
@@ -92,7 +97,8 @@ def train_run(
         overwrite: Replace the run in ``out``. Its files are set aside while the new run
             trains and restored if it fails; the folder's other files stay.
         figures: Draw the loss curves, predictions and kernels.
-        log: Where progress lines go.
+        log: Where the run's notices and its summary table go (default: notices to this
+            module's logger at ``INFO``, the table to stdout with ``print``).
 
     Returns:
         The run's folder, model, losses and metrics.
@@ -126,7 +132,10 @@ def train_run(
         folder.lock() if writer else nullcontext(),
         folder.set_aside() if writer and overwrite else nullcontext(),
     ):
-        return _train(folder, data, model_config, train, resume, figures, writer, device, log)
+        return _train(
+            folder, data, model_config, train, resume, figures, writer, device, log or _log.info,
+            log or print,
+        )  # fmt: skip
 
 
 def _train(
@@ -139,6 +148,7 @@ def _train(
     writer: bool,
     device: torch.device,
     log: Callable[[str], None],
+    show: Callable[[str], None],
 ) -> RunResult:
     started = time.perf_counter()
     # a `cmd:` filter runs only when given in this call; a resumed run's recorded one reads its cache
@@ -154,6 +164,7 @@ def _train(
         crop_size=data.crop_size,
         limit=data.limit,
         download=data.download,
+        progress=bool(train.get("progress", True)),
     )
     filter = filter or train_set.filter
     log(
@@ -179,14 +190,16 @@ def _train(
         "method": choice.method if choice else "gradient",
     }
     polish: RefineReport | None = None  # the finish after gradient training, if any
+    budget = train.get("time_budget")  # seconds for the whole run, counted from `started`
     if choice is not None and choice.method == "exact":
         network, result = fit_auto(
-            train_set, val_set, choice, device=str(device), progress=train.get("progress", True)
-        )
+            train_set, val_set, choice, device=str(device), progress=train.get("progress", True),
+            seconds=_time_left(budget, started),
+        )  # fmt: skip
     else:
         network, result, polish = _gradient(
             folder, train_set, val_set, filter, arch, options, choice, train, metadata, resume,
-            writer, device, log,
+            writer, device, log, started,
         )  # fmt: skip
     train_losses, val_losses = result.train_losses, result.val_losses
     seconds = time.perf_counter() - started
@@ -216,7 +229,7 @@ def _train(
     if figures:
         _draw_figures(folder, network, val_set, filter, train_losses, val_losses, str(device))
     folder.write_json(METRICS_FILE, metrics)  # last: its presence marks a finished run
-    log(format_summary(folder.path, metrics))
+    show(format_summary(folder.path, metrics))
     return RunResult(folder.path, network, train_losses, val_losses, metrics)
 
 
@@ -234,8 +247,14 @@ def _gradient(
     writer: bool,
     device: torch.device,
     log: Callable[[str], None],
+    started: float,
 ) -> tuple[nn.Module, TrainResult, RefineReport | None]:
-    """Train by gradient (with its polish): the network, the training's result, the polish's."""
+    """Train by gradient (with its polish): the network, the training's result, the polish's.
+
+    A time budget covers the whole run from ``started`` (``time.perf_counter()`` when the
+    run began, data loading included): training gets what is left of it less the
+    polish's share, and the polish what training leaves.
+    """
     if choice is not None:
         for key, value in choice.train.items():
             train.setdefault(key, value)
@@ -244,8 +263,12 @@ def _gradient(
     refine = _refine_plan(network, choice)
     budget = train.get("time_budget")
     settings = dict(train)
-    if refine and budget is not None:  # the polish takes the end of the budget
-        settings["time_budget"] = budget * (1.0 - refine["share"])
+    left = _time_left(budget, started)
+    if left is not None:  # the polish takes the end of the budget
+        # every process trains under the same budget (the least left), or they would part ways
+        left = -all_reduce([-left], device, op="max")[0]
+        share = refine["share"] if refine else 0.0
+        settings["time_budget"] = max(left * (1.0 - share), _MIN_SECONDS)
     result = train_model(
         network,
         train_set,
@@ -258,26 +281,22 @@ def _gradient(
         return_result=True,
         **settings,
     )
-    log(f"engine: {result.engine} ({result.engine_reason})")
     polish = None
     if refine and writer:  # one process polishes the model it writes
-        spent = result.seconds
-        if refine["method"] == "gauss-newton":
-            finish, limits = gauss_newton, {}
-        else:
-            seconds = None if budget is None else max(0.0, budget - spent)
-            finish, limits = lbfgs_refine, {"seconds": seconds}
+        finish = gauss_newton if refine["method"] == "gauss-newton" else lbfgs_refine
         polish = finish(
             network,
             train_set,
             steps=refine["steps"],
             images=refine["images"],
             device=str(device),
-            **limits,
+            seconds=_time_left(budget, started),
+            progress=bool(train.get("progress", True)),
         )
         log(
             "{method} polish: MSE {loss_before:.3e} -> {loss_after:.3e} in {iterations} "
             "iterations, {seconds:.1f} s".format(**polish.as_dict())
+            + (" (time budget reached)" if polish.out_of_time else "")
         )
     return network, result, polish
 
@@ -285,7 +304,19 @@ def _gradient(
 #: The finish of a linear model trained by gradient: its MSE is a quadratic whose weakest
 #: directions (how the kernel splits between the correlated R, G and B) first-order methods
 #: in float32 never resolve; a Gauss-Newton step in float64 lands on its exact minimum.
-LINEAR_REFINE = {"method": "gauss-newton", "steps": 3, "images": 16, "share": 0.0}
+#: ``share``: the fraction of what a time budget leaves after data loading that it keeps.
+LINEAR_REFINE = {"method": "gauss-newton", "steps": 3, "images": 16, "share": 0.1}
+
+#: The least time budget training is given when the run has (nearly) none left: it then
+#: stops after its first step.
+_MIN_SECONDS = 1e-3
+
+
+def _time_left(budget: float | None, started: float) -> float | None:
+    """Seconds left of a run's ``budget`` begun at ``started`` (``None``: no budget)."""
+    if budget is None:
+        return None
+    return max(0.0, float(budget) - (time.perf_counter() - started))
 
 
 def _refine_plan(network: nn.Module, choice: AutoChoice | None) -> dict[str, Any]:
@@ -377,8 +408,34 @@ def _draw_figures(
         folder.write_figure(KERNELS_FIGURE, viz.plot_kernels(network, filter))
 
 
-def format_summary(folder: Path, metrics: dict[str, Any]) -> str:
-    """A small table of a run's results, for the terminal."""
+#: Columns the summary table fits in (a classic terminal).
+SUMMARY_WIDTH = 80
+
+
+def _wrap(value: str, room: int) -> list[str]:
+    """``value`` cut into lines of at most ``room`` characters; joined, they give ``value``.
+
+    Lines end after a ``|``, ``,``, ``/`` or space where they can, anywhere where they must.
+    """
+    pieces = re.findall(r"[^|,/ ]*[|,/ ]?", value)
+    lines = [""]
+    for piece in filter(None, pieces):
+        while len(piece) > room:  # longer than a line: cut anywhere
+            if lines[-1]:
+                lines.append("")
+            lines[-1], piece = piece[:room], piece[room:]
+            lines.append("")
+        if len(lines[-1]) + len(piece) > room:
+            lines.append("")
+        lines[-1] += piece
+    return [line for line in lines if line] or [""]
+
+
+def format_summary(folder: Path, metrics: dict[str, Any], width: int = SUMMARY_WIDTH) -> str:
+    """A small table of a run's results, for the terminal: ``width`` columns at most.
+
+    Long values (the run folder's path, a chained filter) continue on the next lines.
+    """
     rows = [
         ("run folder", str(folder)),
         ("filter", str(metrics.get("filter"))),
@@ -395,7 +452,11 @@ def format_summary(folder: Path, metrics: dict[str, Any]) -> str:
     error = metrics.get("kernel_error")
     if error:
         rows.append(("kernel max error", f"{error['max_abs']:.3e}"))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"  {name.ljust(width)}  {value}" for name, value in rows]
-    rule = "  " + "-" * (width + 2 + max(len(v) for _, v in rows))
+    names = max(len(name) for name, _ in rows)
+    room = max(8, width - names - 4)
+    lines = []
+    for name, value in rows:
+        for number, part in enumerate(_wrap(value, room)):
+            lines.append(f"  {(name if number == 0 else '').ljust(names)}  {part}".rstrip())
+    rule = "  " + "-" * (max(len(line) for line in lines) - 2)
     return "\n".join([rule, *lines, rule])

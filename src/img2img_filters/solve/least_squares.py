@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -22,6 +22,8 @@ from img2img_filters.solve.batches import (
 )
 
 __all__ = ["fit_linear"]
+
+_log = logging.getLogger(__name__)
 
 #: Float64 elements of one block of patches (16 MiB): big enough for fast matrix
 #: products, small enough to stay in cache-friendly memory whatever ``batch_size``.
@@ -164,12 +166,13 @@ def _solve(
             if n < total
             else "the photos do not vary enough (e.g. uniform images)"
         )
-        warnings.warn(
-            f"fit_linear: the normal equations are rank-deficient (rank {rank + int(bias)} of "
-            f"{total}): {reason}; returning the minimum-norm least-squares solution. "
+        _log.warning(
+            "fit_linear: the normal equations are rank-deficient (rank %d of %d): %s; "
+            "returning the minimum-norm least-squares solution. "
             "Use more or more varied photos, a smaller kernel_size, or ridge > 0.",
-            RuntimeWarning,
-            stacklevel=3,
+            rank + int(bias),
+            total,
+            reason,
         )
         solver = "pinv"
         keep = eigenvalues > tolerance
@@ -205,6 +208,7 @@ def fit_linear(
     ridge: float = 0.0,
     max_images: int | None = None,
     progress: bool = False,
+    seconds: float | None = None,
 ) -> LinearNet:
     """Fit the best ``k x k`` linear filter to a dataset by exact least squares.
 
@@ -213,7 +217,7 @@ def fit_linear(
     touch the border either), so border handling cannot bias the kernel. The
     normal equations are accumulated in float64 over batches (memory independent
     of the number of photos) and solved in float64: Cholesky when the system is
-    well posed; otherwise a ``RuntimeWarning`` and the minimum-norm solution, so
+    well posed; otherwise a logged warning and the minimum-norm solution, so
     the weights are never NaN. With ``ridge > 0`` the fit minimises
     ``mean((patch . w + b - target)**2) + ridge * |w|**2`` (the bias is not penalised).
 
@@ -231,6 +235,9 @@ def fit_linear(
         ridge: Non-negative ridge penalty on the weights (0: plain least squares).
         max_images: Use only the first ``max_images`` photos.
         progress: Show a progress bar.
+        seconds: Accumulate no further batch once this long has passed since the call
+            (at least one batch is; ``None``: no limit): the fit then uses the photos
+            it reached, and ``fit_report["out_of_time"]`` says so.
 
     Returns:
         A ``"linear"`` model ``(B, C_in, H, W) -> (B, C, H, W)`` of depth 1 (a
@@ -240,7 +247,8 @@ def fit_linear(
         ``rank``, ``condition_number`` (of the centred normal matrix, ridge included),
         ``residual_rms`` on the fitted pixels (from the normal equations, so accurate
         to about 1e-7 of ``target_rms``), ``residual_rms_per_channel``, ``target_rms``,
-        ``solver`` (``"cholesky"`` or ``"pinv"``), ``ridge``, ``border``, ``seconds``.
+        ``solver`` (``"cholesky"`` or ``"pinv"``), ``ridge``, ``border``, ``seconds``,
+        ``out_of_time`` (whether ``seconds`` cut the photos short).
 
     Raises:
         TypeError: If an argument has the wrong type or the dataset gives no pairs.
@@ -265,6 +273,10 @@ def fit_linear(
         raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be a bool; got {bias!r}")
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
+    ):
+        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
     check_dataset(dataset, "fit_linear")
     device = resolve_device(device)
     filt = dataset_filter(dataset)
@@ -291,7 +303,12 @@ def fit_linear(
             unit="batch",
             disable=None,  # only on a terminal
         )
+    out_of_time = False
     for inputs, targets in batches:
+        late = seconds is not None and time.perf_counter() - started > seconds
+        if late and equations is not None:  # at least one batch is accumulated
+            out_of_time = True
+            break
         if channels is None:
             channels = (inputs.shape[1], targets.shape[1])
             equations = _NormalEquations(channels[0] * k * k, channels[1], accumulate_on)
@@ -319,6 +336,8 @@ def fit_linear(
         for first in range(0, x.shape[0], step):
             columns = _design(x[first : first + step], y[first : first + step], k, k, workspace)
             equations.add(columns)
+    if isinstance(batches, tqdm):
+        batches.close()  # a loop cut short by `seconds` leaves its bar open
     if equations is None or equations.pixels == 0:
         raise ValueError(
             f"fit_linear: no pixel to fit: photos must be larger than {2 * margin_h + 1}x"
@@ -347,5 +366,13 @@ def fit_linear(
         "ridge": float(ridge),
         "border": border,
         "seconds": time.perf_counter() - started,
+        "out_of_time": out_of_time,
     }
+    if out_of_time:
+        _log.info(
+            "fit_linear: time limit of %.3g s reached; fitted on the first %d of %d photos",
+            seconds,
+            images,
+            count,
+        )
     return model

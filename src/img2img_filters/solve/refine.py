@@ -1,4 +1,8 @@
-"""Finishing a trained model: L-BFGS on the MSE within a time limit, Gauss-Newton in float64."""
+"""Finishing a trained model: L-BFGS on the MSE within a time limit, Gauss-Newton in float64.
+
+Both take a ``seconds`` limit (what a run's time budget leaves them) and show a
+progress bar with ``progress=True`` (only when stderr is a terminal).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacfwd
+from tqdm.auto import tqdm
 
 from img2img_filters.devices import DeviceLike, resolve_device
 from img2img_filters.solve.batches import iter_batches
@@ -29,7 +34,9 @@ class RefineReport:
         iterations: Iterations (L-BFGS) or steps taken (Gauss-Newton).
         images: Photos in the objective.
         seconds: Wall time.
-        stopped: ``"steps"``, ``"converged"`` or ``"time"``.
+        stopped: ``"steps"``, ``"converged"`` or ``"time"`` (the time limit was reached:
+            see :attr:`out_of_time`).
+        time_limit: The seconds it was given (``None``: no limit).
     """
 
     method: str
@@ -39,10 +46,35 @@ class RefineReport:
     images: int
     seconds: float
     stopped: str
+    time_limit: float | None = None
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the polish stopped because its time limit (the run's budget) ran out."""
+        return self.stopped == "time"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
         return asdict(self)
+
+
+def _check_seconds(seconds: Any) -> None:
+    """``seconds``: a non-negative number or ``None``."""
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
+    ):
+        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
+
+
+def _bar(total: int, method: str, progress: bool) -> Any:
+    """The polish's progress bar over its iterations (shown only on a terminal)."""
+    return tqdm(
+        total=total,
+        desc=f"{method} polish",
+        unit="it",
+        leave=False,
+        disable=None if progress else True,  # None: a bar only when stderr is a terminal
+    )
 
 
 class _DeadlineError(Exception):
@@ -60,13 +92,15 @@ def lbfgs_refine(
     device: DeviceLike = "cpu",
     history_size: int = 20,
     dtype: torch.dtype | None = None,
+    progress: bool = False,
 ) -> RefineReport:
     """Polish a trained model with full-batch L-BFGS on the MSE, within a time limit.
 
     The objective is the MSE over every pixel of the first ``images`` photos, the
     model in eval mode; the optimiser L-BFGS with a strong-Wolfe line search, stopped after ``steps``
-    iterations, at convergence, or when an evaluation of the objective would
-    start after ``seconds``; the model then takes the best weights evaluated.
+    iterations, at convergence, or once ``seconds`` have passed (checked before each
+    chunk of photos of an evaluation of the objective); the model then takes the best
+    weights evaluated.
     Where Adam with a constant learning rate hovers around a minimum, L-BFGS
     descends into it: a linear model reaches its exact kernel, a network whose
     head is linear in its inputs (the sorted window of a rank filter) its best
@@ -77,8 +111,8 @@ def lbfgs_refine(
         dataset: A ``FilteredDataset`` (or any dataset of ``(input, target)`` pairs).
         steps: Most L-BFGS iterations.
         images: Photos in the objective.
-        seconds: Start no evaluation of the objective (after the first) once this long
-            has passed since the call (``None``: no limit).
+        seconds: Stop once this long has passed since the call (``None``: no limit); the
+            first evaluation of the objective always completes.
         batch_size: Photos per chunk of the objective.
         device: Where the model and photos live.
         history_size: L-BFGS memory.
@@ -86,6 +120,7 @@ def lbfgs_refine(
             model's own: a linear model's loss is a quadratic whose weakest directions
             (how the kernel splits between the strongly correlated R, G and B) change
             it by less than float32 resolves.
+        progress: Show a progress bar over the iterations (only when stderr is a terminal).
 
     Returns:
         The :class:`RefineReport` (``stopped``: ``"steps"``, ``"converged"`` or ``"time"``);
@@ -96,10 +131,7 @@ def lbfgs_refine(
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a positive integer; got {images!r}")
-    if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
-    ):
-        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
+    _check_seconds(seconds)
     device = resolve_device(device)
     model.to(device)
     chunks = list(iter_batches(dataset, batch_size, device, images))
@@ -126,12 +158,14 @@ def lbfgs_refine(
     best = {"loss": math.inf, "weights": [p.detach().clone() for p in parameters]}
     losses: list[float] = []
 
+    bar = _bar(steps, "l-bfgs", progress)
+
     def closure() -> torch.Tensor:
-        if losses and seconds is not None and time.perf_counter() - started > seconds:
-            raise _DeadlineError
         optimizer.zero_grad()
         total = 0.0
         for x, y in chunks:
+            if losses and seconds is not None and time.perf_counter() - started > seconds:
+                raise _DeadlineError  # the weights of this evaluation are not kept
             loss = F.mse_loss(model(x), y, reduction="sum") / elements
             loss.backward()
             total += float(loss.detach())
@@ -139,6 +173,8 @@ def lbfgs_refine(
         if total < best["loss"]:  # the weights this loss belongs to
             best["loss"] = total
             best["weights"] = [p.detach().clone() for p in parameters]
+        bar.update(int(optimizer.state[parameters[0]].get("n_iter", 0)) - bar.n)
+        bar.set_postfix(mse=f"{best['loss']:.3e}", refresh=False)
         return torch.tensor(total)
 
     stopped = "steps"
@@ -147,6 +183,7 @@ def lbfgs_refine(
     except _DeadlineError:
         stopped = "time"
     finally:
+        bar.close()
         model.train(was_training)
     with torch.no_grad():
         for parameter, weight in zip(parameters, best["weights"], strict=True):
@@ -166,6 +203,7 @@ def lbfgs_refine(
         images=sum(x.shape[0] for x, _ in chunks),
         seconds=time.perf_counter() - started,
         stopped=stopped,
+        time_limit=None if seconds is None else float(seconds),
     )
     model.refine_report = report.as_dict()
     return report
@@ -183,6 +221,8 @@ def gauss_newton(
     images: int = 32,
     device: DeviceLike = "cpu",
     max_elements: int = 2**24,
+    seconds: float | None = None,
+    progress: bool = False,
 ) -> RefineReport:
     """Finish a small model with Gauss-Newton steps on the MSE, in float64.
 
@@ -205,6 +245,11 @@ def gauss_newton(
         images: Photos in the objective.
         device: Where to compute.
         max_elements: Largest Jacobian block (pixels x parameters) held at once.
+        seconds: Stop once this long has passed since the call (checked before each
+            block of the Jacobian; a step cut short is not taken), ``None``: no limit. The
+            first step is always taken: for a linear model it is the whole gain, and its
+            cost is bounded by ``images`` and the parameters.
+        progress: Show a progress bar over the steps (only when stderr is a terminal).
 
     Returns:
         The :class:`RefineReport`; ``model.refine_report`` holds it as a dict too, for
@@ -215,6 +260,7 @@ def gauss_newton(
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a positive integer; got {images!r}")
+    _check_seconds(seconds)
     device = resolve_device(device)
     own_dtype = next(model.parameters()).dtype
     model.to(device=device, dtype=torch.float64)
@@ -251,11 +297,18 @@ def gauss_newton(
     per_photo = max(1, chunks[0][1].numel()) * count
     block = max(1, max_elements // per_photo)
     identity = torch.eye(count, dtype=torch.float64)
+    bar = _bar(steps, "gauss-newton", progress)
+
+    def out_of_time() -> bool:
+        return seconds is not None and time.perf_counter() - started > seconds
+
     try:
         for _ in range(steps):
             normal = torch.zeros(count, count, dtype=torch.float64, device=device)
             gradient = torch.zeros(count, dtype=torch.float64, device=device)
             for first in range(0, len(chunks), block):
+                if len(losses) > 1 and out_of_time():  # the first step is always taken
+                    raise _DeadlineError
                 x = torch.cat([c[0] for c in chunks[first : first + block]])
                 y = torch.cat([c[1] for c in chunks[first : first + block]]).flatten()
                 jacobian = jacfwd(outputs)(flat, x)  # (pixels, parameters)
@@ -278,7 +331,12 @@ def gauss_newton(
                 break
             flat = flat - step
             losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(mse=f"{loss:.3e}", refresh=False)
+    except _DeadlineError:
+        stopped = "time"
     finally:
+        bar.close()
         with torch.no_grad():
             for name, value in unflatten(flat).items():
                 params[name].copy_(value)
@@ -292,6 +350,7 @@ def gauss_newton(
         images=len(chunks),
         seconds=time.perf_counter() - started,
         stopped=stopped,
+        time_limit=None if seconds is None else float(seconds),
     )
     model.refine_report = report.as_dict()
     return report

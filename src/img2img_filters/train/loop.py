@@ -17,6 +17,10 @@ to spare and the engine allows it). On a GPU the loss is read back every few
 steps, not every step, so the device is never made to wait. Under ``torchrun``
 each process trains on its shard of every batch; losses are all-reduced, and
 only rank 0 writes.
+
+What it tells goes through :mod:`logging` (the ``img2img_filters.train.loop`` logger): one
+line per epoch at ``INFO`` whatever ``progress`` says, and notices; ``progress`` adds a
+bar per epoch, shown only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
@@ -93,7 +96,7 @@ def fit(
             f"batch_size ({config.batch_size}) must be at least the number of processes ({world})"
         )
     if config.amp and device.type != "cuda":
-        warnings.warn("amp='bf16' applies on CUDA only; training in float32", stacklevel=3)
+        log.warning("amp='bf16' applies on CUDA only; training in float32")
     channels = model_channels(model)
     model.to(device)
     if config.channels_last:
@@ -117,7 +120,8 @@ def fit(
         planned_steps=config.max_epochs * steps_per_epoch,  # the whole run's: a resume agrees
         pixels_per_step=photos_per_step * _pixels(train_dataset),
     )
-    log.info("training engine: %s (%s)", engine.name, engine.reason)
+    if rank == 0:
+        log.info("training engine: %s (%s)", engine.name, engine.reason)
     started = time.perf_counter()
     show, first = config.progress and rank == 0, progress.epoch + 1
     with engine.threads():
@@ -152,15 +156,19 @@ def fit(
                             f"{progress.bad_epochs} epochs"
                         )
                 checkpointer.save_state(engine, scheduler, progress, best_state)
-                if show:
-                    tqdm.write(
-                        f"epoch {epoch:3d}/{config.max_epochs}  train {train_loss:.6g}  "
-                        f"val {val_loss:.6g}  lr {scheduler.get_last_lr()[0]:.3g}"
+                if rank == 0:  # a plain line per epoch, bars or not (a log of batch jobs)
+                    log.info(
+                        "epoch %3d/%d  train %.6g  val %.6g  lr %.3g",
+                        epoch,
+                        config.max_epochs,
+                        train_loss,
+                        val_loss,
+                        scheduler.get_last_lr()[0],
                     )
         except KeyboardInterrupt:
             message = checkpointer.interrupted(progress)
             if message:
-                tqdm.write(message)
+                log.warning(message)
             raise
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -37,7 +37,7 @@ masked out.
 
 from __future__ import annotations
 
-import warnings
+import logging
 from collections.abc import Callable
 
 import torch
@@ -55,6 +55,8 @@ __all__ = [
     "fused_loss",
     "loss_arguments",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Activations applied value by value that keep zero at zero (so padding stays zero).
 ZERO_PRESERVING = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity)
@@ -339,10 +341,9 @@ class FusedTrainer:
                 raise
             first_line = (str(error).strip().splitlines() or [""])[0]
             self.failed = f"{type(error).__name__}: {first_line}"
-            warnings.warn(
-                f"compile=True could not compile the network ({self.failed}); training "
-                "without compiling (torch.compile needs a working C++ compiler on the CPU)",
-                RuntimeWarning,
-                stacklevel=2,
+            _log.warning(
+                "compile=True could not compile the network (%s); training without compiling "
+                "(torch.compile needs a working C++ compiler on the CPU)",
+                self.failed,
             )
             return self.fallback(inputs, targets)
