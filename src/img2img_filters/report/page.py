@@ -113,6 +113,7 @@ class Cell:
         code: A filter spec or other code (monospace, breaks after its separators).
         note: A small second line.
         href: A link around the text (a relative path).
+        breaks: Long values (specs, paths) may break after ``,``, ``|``, ``(`` and ``/``.
     """
 
     text: str
@@ -121,6 +122,7 @@ class Cell:
     code: bool = False
     note: str = ""
     href: str | None = None
+    breaks: bool = False
 
 
 @dataclass

@@ -18,12 +18,12 @@ from img2img_filters.report.page import data_uri
 
 __all__ = ["environment", "render", "spec_html"]
 
-#: Characters of a filter spec after which a line may break (the spec's own separators).
-SPEC_BREAKS = (",", "|", "(")
+#: Characters of a filter spec or path after which a line may break (their own separators).
+SPEC_BREAKS = (",", "|", "(", "/")
 
 
 def spec_html(spec: Any) -> Markup:
-    """A filter spec as escaped text with line-break chances after ``,``, ``|`` and ``(``.
+    """A filter spec or path as escaped text, with line-break chances after ``, | ( /``.
 
     Example:
         >>> str(spec_html("sobel:dx=1,dy=0<"))

@@ -350,12 +350,12 @@ def _no_kernel_line(run: RunFiles) -> str | None:
 def _config_tables(config: dict[str, Any]) -> dict[str, Any]:
     """``config.json``: one table per group (data, model, train, resolved), scalars first."""
     scalars = [
-        (key, Cell(_value_text(value)))
+        (key, Cell(_value_text(value), breaks=True))
         for key, value in config.items()
         if not isinstance(value, dict)
     ]
     groups = [
-        (key, [(name, Cell(_value_text(item))) for name, item in value.items()])
+        (key, [(name, Cell(_value_text(item), breaks=True)) for name, item in value.items()])
         for key, value in config.items()
         if isinstance(value, dict)
     ]
