@@ -294,7 +294,7 @@ def plot_loss_comparison(
             ),
         ]
         axes[0].legend(handles=styles, loc="best", fontsize="small")
-        legend = list(handles.values())
+        legend = [handles[name] for name in series if name in handles]  # in the runs' order
         longest_label = max(len(handle.get_label()) for handle in legend)
         columns = int(fig.get_figwidth() // (0.075 * longest_label + 0.8))
         fig.legend(
