@@ -214,9 +214,10 @@ def _losses_figure(runs: Sequence[RunFiles], names: Sequence[str]) -> Figure | N
     caption = (
         "Validation (solid, round markers) and training (dashed, square markers) loss per "
         f"epoch; one colour per run, one panel per kind of loss ({', '.join(shown)}): "
-        "losses of different kinds are never drawn on one axis. A run of one epoch (an "
-        "exact fit) is a single point: its L1 residual."
+        "losses of different kinds are never drawn on one axis."
     )
+    if any(run.method == "exact" for _, run in with_history):
+        caption += " An exact fit is a single point: its L1 residual."
     if left_out:
         caption += f" Without a loss history: {', '.join(left_out)}."
     return Figure(figure_png(fig), "Loss curves of the compared runs", caption)
