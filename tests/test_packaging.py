@@ -62,7 +62,11 @@ def test_one_version_string() -> None:
 def test_typed_and_the_extras() -> None:
     assert importlib.resources.files("img2img_filters").joinpath("py.typed").is_file()
     project = _pyproject()
-    assert project["tool"]["setuptools"]["package-data"]["img2img_filters"] == ["py.typed"]
+    assert project["tool"]["setuptools"]["package-data"]["img2img_filters"] == [
+        "py.typed",
+        "report/templates/*.j2",
+        "report/templates/*.css",
+    ]
     extras = project["project"]["optional-dependencies"]
     assert f"{DIST_NAME}[export,notebook]" in extras["dev"]
     copied = set(extras["dev"]) & (set(extras["export"]) | set(extras["notebook"]))

@@ -127,7 +127,10 @@ def test_training_writes_a_self_contained_report(runs, name):
     page = check_page(run / "report.html")
     embedded = page.images()
     figures = sorted(run.glob("*.png"))
-    assert {p.name for p in figures} >= {"losses.png", "predictions.png"}
+    assert {p.name for p in figures} >= {"losses.png", "predictions.png", "validation_photo.png"}
+    if name == "auto":  # an exact fit shows its residual, not a one-point loss curve
+        figures = [p for p in figures if p.name != "losses.png"]
+        assert "Residual of the fit" in page.text
     for figure in figures:  # every figure of the folder, byte for byte
         assert figure.read_bytes() in embedded, figure.name
     assert len(embedded) == len(figures)
@@ -195,7 +198,9 @@ def test_report_of_a_folder_without_history_or_checkpoint(runs, tmp_path):
     assert "model.safetensors (the checkpoint)" in text
     assert "predictions.png is missing (training draws it; a report reads no photos)" in text
     assert f"{metrics_of(run)['l1']:.3e}" in text  # what exists is still reported
-    assert page.images() == [(run / "losses.png").read_bytes()]
+    assert page.images() == [
+        (run / name).read_bytes() for name in ("losses.png", "validation_photo.png")
+    ]
 
 
 def test_unreadable_files_become_notes(runs, tmp_path):
@@ -208,6 +213,7 @@ def test_unreadable_files_become_notes(runs, tmp_path):
     assert "history.csv line 2: train_loss 'abc' is not a number" in page.text
     assert "kernels.png is not a PNG image" in page.text
     page = check_page(write_run_report(run))  # the unreadable kernels are drawn anew
+    # predictions, the validation photo and the kernels; an exact fit shows no loss curve
     assert len(page.images()) == 3 and page.text.count("Drawn for this report") == 1
 
 
@@ -216,8 +222,9 @@ def test_missing_figures_are_drawn_from_the_run(runs, tmp_path):
     for figure in run.glob("*.png"):
         figure.unlink()
     page = check_page(write_run_report(run))
-    assert len(page.images()) == 2  # losses, kernels: the predictions would need photos
-    assert page.text.count("Drawn for this report") == 2
+    # kernels only: the predictions would need photos, and an exact fit has no loss curve
+    assert len(page.images()) == 1
+    assert page.text.count("Drawn for this report") == 1
     assert "predictions.png is missing (training draws it; a report reads no photos)" in page.text
     assert sorted(p.name for p in run.glob("*.png")) == []  # nothing written into the folder
     page = check_page(write_run_report(run, draw_missing=False))

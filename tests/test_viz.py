@@ -111,6 +111,20 @@ def test_plot_losses_switches_to_log_scale_over_two_decades():
     assert fig.axes[0].get_title() == "Training and validation loss"
 
 
+def test_plot_losses_labels_the_loss_it_shows():
+    default = viz.plot_losses([1.0, 0.5], [1.1, 0.6]).axes[0]  # the study's L1
+    assert default.get_ylabel() == "L1 loss (mean absolute error)"
+    assert default.get_title() == "Training and validation loss"
+    mse = viz.plot_losses([1.0, 0.5], [1.1, 0.6], loss="mse").axes[0]
+    assert mse.get_ylabel() == "MSE loss (mean squared error)"
+    assert mse.get_title() == "Training and validation MSE loss"
+    unknown = viz.plot_losses([1.0, 0.5], None, loss=None).axes[0]
+    assert unknown.get_ylabel() == "Loss (its kind is not recorded)"
+    assert viz.plot_losses([1.0, 0.5], None, False, 1, loss="mse").axes[0].get_xlim()[0] > 1
+    with pytest.raises(ValueError, match=r"loss must be one of \['l1', 'mse'\].*got 'L2'"):
+        viz.plot_losses([1.0], None, loss="L2")
+
+
 def test_plot_losses_bad_input():
     with pytest.raises(ValueError, match="train_losses must hold at least one loss"):
         viz.plot_losses([], [1.0])

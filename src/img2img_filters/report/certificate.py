@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from markupsafe import Markup
+
 from img2img_filters.report.page import (
     MISSING,
-    cell,
-    escape,
+    Cell,
+    Table,
     format_count,
     format_float,
     format_psnr,
-    key_value_table,
-    table,
 )
+from img2img_filters.report.render import render
 
 __all__ = ["certificate_rows", "certificate_section"]
 
@@ -69,39 +70,33 @@ def certificate_rows(certificate: Any) -> list[tuple[str, str]]:
     return rows
 
 
-def _regions_table(regions: Any) -> str:
+def _regions_table(regions: Any) -> Table | None:
     if not isinstance(regions, list) or not regions:
-        return ""
+        return None
     rows = []
     for region in regions[:MAX_REGIONS_SHOWN]:
         if not isinstance(region, dict):
             continue
         rows.append(
             [
-                cell(format_count(region.get(key)), numeric=True)
+                Cell(format_count(region.get(key)), numeric=True)
                 for key in ("image", "y", "x", "size")
             ]
-            + [cell(format_float(region.get("mean_abs_error"), ".3e"), numeric=True)]
+            + [Cell(format_float(region.get("mean_abs_error"), ".3e"), numeric=True)]
         )
     header = ["validation image", "top (y)", "left (x)", "side", "mean absolute error"]
     caption = "The crops where the copy is furthest from the target, worst first."
-    return table(header, rows, caption=caption) if rows else ""
+    return Table(header, rows, caption) if rows else None
 
 
-def certificate_section(metrics: Any) -> str | None:
+def certificate_section(metrics: Any) -> Markup | None:
     """The HTML of the certificate's section, or ``None`` when the run has no certificate."""
     certificate = metrics.get("certificate") if isinstance(metrics, dict) else None
     rows = certificate_rows(certificate)
     if not rows:
         return None
-    intro = (
-        "<p>How exact the copy is, on the validation photos. A perfect copy of an 8-bit "
-        "target that is not rounded scores only about 59 dB; the share of values that are "
-        "exact after rounding to the target's depth is the honest ceiling.</p>"
+    values = [(label, Cell(text if text else MISSING)) for label, text in rows]
+    html = render(
+        "certificate.html.j2", rows=values, regions=_regions_table(certificate.get("worst_regions"))
     )
-    values = [(label, escape(text if text else MISSING)) for label, text in rows]
-    return (
-        intro
-        + key_value_table(values, raw_values=True)
-        + _regions_table(certificate.get("worst_regions"))
-    )
+    return Markup(html)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,22 +12,20 @@ from typing import Any
 from img2img_filters import __version__
 from img2img_filters.fileio import atomic_write_text, check_not_input
 from img2img_filters.report.figures import collect_figures, figure_png, plot_loss_comparison
-from img2img_filters.report.folder import RunFiles, input_files, read_run, unique_names
+from img2img_filters.report.folder import REPORT_FILE, RunFiles, input_files, read_run, unique_names
 from img2img_filters.report.page import (
     MISSING,
-    cell,
-    document,
-    escape,
-    figure,
+    Cell,
+    Figure,
+    Table,
     format_count,
     format_float,
     format_psnr,
     format_seconds,
-    notice,
-    section,
-    table,
 )
+from img2img_filters.report.render import render
 from img2img_filters.run.folder import PREDICTIONS_FIGURE
+from img2img_filters.viz.losses import LOSS_NAMES
 
 __all__ = ["write_comparison_report"]
 
@@ -35,6 +34,7 @@ COLUMNS = (
     "run",
     "filter",
     "arch",
+    "loss",
     "params",
     "epochs",
     "val L1",
@@ -54,11 +54,12 @@ def write_comparison_report(
 ) -> Path:
     """Write one self-contained HTML page comparing runs.
 
-    The page holds a table (run, filter, architecture, parameters, epochs,
-    validation L1, PSNR, SSIM, kernel max error, time; the best L1, PSNR and
-    SSIM in bold), the validation and training losses of every run on one plot,
-    and each run's predictions figure. Runs with missing files get a line
-    saying so and ``—`` in the table.
+    The page holds a table (run, linked to its own report when it has one;
+    filter, architecture, training loss, parameters, epochs, validation L1,
+    PSNR, SSIM, kernel max error, time; the best L1, PSNR and SSIM among runs of
+    the same filter in bold), the loss curves of every run (one panel per kind
+    of loss), and each run's predictions figure. Runs with missing files get a
+    line saying so and ``—`` in the table.
 
     Args:
         run_dirs: The run folders, in the order to show them.
@@ -86,29 +87,36 @@ def write_comparison_report(
     check_not_input(path, [f for run in runs for f in input_files(run)], "the report path")
     names = unique_names(runs)
     count = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
-    heading = title or f"Comparison of {count}"
-    body: list[str] = []
     problems = [
         f"{name}: missing {', '.join(run.missing)}"
         for name, run in zip(names, runs, strict=True)
         if run.missing
     ] + [f"{name}: {note}" for name, run in zip(names, runs, strict=True) for note in run.notes]
-    navigation = [("results", "Results"), ("losses", "Loss curves"), ("predictions", "Predictions")]
-    body.append(section("results", "Results", _results_table(runs, names)))
-    body.append(section("losses", "Loss curves", _losses_block(runs, names)))
-    body.append(
-        section("predictions", "Predictions", _thumbnails(runs, names, problems, draw_missing))
-    )
-    if problems:
-        body.insert(0, notice("Missing or unreadable in the run folders:", problems))
+    results = _results_table(runs, names, Path(path).absolute().parent)
+    losses = _losses_figure(runs, names)
+    cards = _thumbnails(runs, names, problems, draw_missing)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     folders = "; ".join(f"{name}: {run.path}" for name, run in zip(names, runs, strict=True))
-    text = document(
-        heading,
-        body,
+    text = render(
+        "comparison.html.j2",
+        title=title or f"Comparison of {count}",
         subtitle=f"{count} · {stamp}",
-        navigation=navigation,
+        navigation=[
+            ("results", "Results"),
+            ("losses", "Loss curves"),
+            ("predictions", "Predictions"),
+        ],
         footer=f"{_version_line()} Run folders: {folders}.",
+        problems=problems,
+        results=results,
+        results_note=(
+            "Validation metrics; the best L1, PSNR and SSIM among runs of the same filter are "
+            "in bold. Loss: what each run trained on (an exact fit's is its L1 residual). "
+            "Kernel max error: the largest difference between the learned and the true "
+            "kernel (linear models of linear filters). A run's name links to its own report."
+        ),
+        losses=losses,
+        cards=cards,
     )
     return atomic_write_text(path, text)
 
@@ -133,81 +141,92 @@ RANKED = {
 }
 
 
-def _best_texts(runs: Sequence[RunFiles]) -> dict[str, str | None]:
-    """The printed best value of each ranked metric (``None`` with fewer than two values).
+def _filter_key(run: RunFiles) -> str | None:
+    """What makes two runs' results comparable: the same filter, in full when recorded."""
+    return run.canonical_filter or run.filter_spec
 
-    Cells that print the same text as the best are all marked, so ties in print are shown.
+
+def _best_texts(runs: Sequence[RunFiles]) -> dict[str | None, dict[str, str | None]]:
+    """Per filter, the printed best value of each ranked metric (``None``: fewer than two values).
+
+    Runs of different filters are never ranked against each other; runs whose filter is
+    not recorded are not ranked at all. Cells that print the same text as the best are
+    all marked, so ties in print are shown.
     """
-    best: dict[str, str | None] = {}
-    for key, (write, larger) in RANKED.items():
-        values = [v for run in runs if (v := _number(run.metrics, key)) is not None]
-        best[key] = write(max(values) if larger else min(values)) if len(values) > 1 else None
+    best: dict[str | None, dict[str, str | None]] = {}
+    for key in dict.fromkeys(_filter_key(run) for run in runs):
+        group = [run for run in runs if _filter_key(run) == key]
+        best[key] = {}
+        for metric, (write, larger) in RANKED.items():
+            values = [v for run in group if (v := _number(run.metrics, metric)) is not None]
+            ranked = key is not None and len(values) > 1
+            best[key][metric] = write(max(values) if larger else min(values)) if ranked else None
     return best
 
 
-def _results_table(runs: Sequence[RunFiles], names: Sequence[str]) -> str:
+def _report_link(run: RunFiles, page_folder: Path) -> str | None:
+    """The run's own report as a path relative to the comparison page, when it has one."""
+    own = run.path / REPORT_FILE
+    if not own.is_file():
+        return None
+    return Path(os.path.relpath(own.absolute(), page_folder)).as_posix()
+
+
+def _results_table(runs: Sequence[RunFiles], names: Sequence[str], page_folder: Path) -> Table:
     best = _best_texts(runs)
     rows = []
     for name, run in zip(names, runs, strict=True):
         m = run.metrics or {}
         error = m.get("kernel_error")
         kernel = format_float(error.get("max_abs"), ".3e") if isinstance(error, dict) else MISSING
-        filter_html = f"<code>{escape(run.filter_spec or MISSING)}</code>"
-        arch = escape(run.arch or MISSING)
-        if run.method == "exact":
-            arch += " <small>(exact fit)</small>"
-        epochs = escape(format_count(m.get("epochs")))
-        if m.get("stopped"):
-            epochs += f"<br><small>{escape(m['stopped'])}</small>"
+        loss = LOSS_NAMES.get(run.loss or "", MISSING)
         rows.append(
             [
-                cell(name),
-                cell(filter_html, raw=True),
-                cell(arch, raw=True),
-                cell(format_count(m.get("parameters")), numeric=True),
-                cell(epochs, numeric=True, raw=True),
-                *(_metric_cell(m, key, best) for key in RANKED),
-                cell(kernel, numeric=True),
-                cell(format_seconds(m.get("seconds")), numeric=True),
+                Cell(name, href=_report_link(run, page_folder)),
+                Cell(run.filter_spec or MISSING, code=run.filter_spec is not None),
+                Cell(run.arch or MISSING, note="exact fit" if run.method == "exact" else ""),
+                Cell(loss + (" residual" if run.method == "exact" else "")),
+                Cell(format_count(m.get("parameters")), numeric=True),
+                Cell(format_count(m.get("epochs")), numeric=True, note=str(m.get("stopped") or "")),
+                *(_metric_cell(m, key, best[_filter_key(run)]) for key in RANKED),
+                Cell(kernel, numeric=True),
+                Cell(format_seconds(m.get("seconds")), numeric=True),
             ]
         )
-    note = (
-        "<p><small>Validation metrics; the best L1, PSNR and SSIM are in bold. Kernel max "
-        "error: the largest difference between the learned and the true kernel (linear "
-        "models of linear filters).</small></p>"
-    )
-    return table(COLUMNS, rows) + "\n" + note
+    return Table(COLUMNS, rows)
 
 
-def _metric_cell(m: dict[str, Any], key: str, best: dict[str, str | None]) -> str:
+def _metric_cell(m: dict[str, Any], key: str, best: dict[str, str | None]) -> Cell:
     text = RANKED[key][0](m.get(key))
-    return cell(text, numeric=True, best=best[key] is not None and text == best[key])
+    return Cell(text, numeric=True, best=best[key] is not None and text == best[key])
 
 
 # -- figures -----------------------------------------------------------------------------------
-def _losses_block(runs: Sequence[RunFiles], names: Sequence[str]) -> str:
-    curves = {
-        name: (run.train_losses, run.val_losses)
-        for name, run in zip(names, runs, strict=True)
-        if run.has_history
-    }
-    if not curves:
-        return f"<p>{escape('No run has a readable history.csv: there are no loss curves.')}</p>"
-    fig = plot_loss_comparison(curves)
+def _losses_figure(runs: Sequence[RunFiles], names: Sequence[str]) -> Figure | None:
+    with_history = [(name, run) for name, run in zip(names, runs, strict=True) if run.has_history]
+    if not with_history:
+        return None
+    curves = {name: (run.train_losses, run.val_losses) for name, run in with_history}
+    kinds = {name: run.loss for name, run in with_history}
+    fig = plot_loss_comparison(curves, losses=kinds)
     left_out = [name for name, run in zip(names, runs, strict=True) if not run.has_history]
+    shown = sorted({LOSS_NAMES.get(kind or "", "unrecorded") for kind in kinds.values()})
     caption = (
-        "Validation (solid, round markers) and training (dashed, square markers) L1 loss per "
-        "epoch; one colour per run. A run of one epoch (an exact fit) is a single point."
+        "Validation (solid, round markers) and training (dashed, square markers) loss per "
+        f"epoch; one colour per run, one panel per kind of loss ({', '.join(shown)}): "
+        "losses of different kinds are never drawn on one axis."
     )
+    if any(run.method == "exact" for _, run in with_history):
+        caption += " An exact fit is a single point: its L1 residual."
     if left_out:
         caption += f" Without a loss history: {', '.join(left_out)}."
-    return figure(figure_png(fig), "Loss curves of the compared runs", caption)
+    return Figure(figure_png(fig), "Loss curves of the compared runs", caption)
 
 
 def _thumbnails(
     runs: Sequence[RunFiles], names: Sequence[str], problems: list[str], draw_missing: bool
-) -> str:
-    cards = []
+) -> list[dict[str, Any]]:
+    cards: list[dict[str, Any]] = []
     for name, run in zip(names, runs, strict=True):
         figures, notes = collect_figures(
             run, names=(PREDICTIONS_FIGURE,), draw_missing=draw_missing
@@ -215,12 +234,12 @@ def _thumbnails(
         problems.extend(f"{name}: {note}" for note in notes)
         item = figures.get(PREDICTIONS_FIGURE)
         if item is None:
-            cards.append(
-                f"<div><h3>{escape(name)}</h3>\n<p>{escape('No predictions figure.')}</p></div>"
-            )
+            cards.append({"name": name, "figure": None})
             continue
         caption = f"{name}: {run.arch or MISSING} on {run.filter_spec or MISSING}"
         if item.drawn:
             caption += " (drawn for this report)"
-        cards.append(f"<div>\n{figure(item.png, f'predictions of run {name}', caption)}\n</div>")
-    return '<div class="grid">\n' + "\n".join(cards) + "\n</div>"
+        caption += ". Click to enlarge."
+        figure = Figure(item.png, f"predictions of run {name}", caption)
+        cards.append({"name": name, "figure": figure})
+    return cards

@@ -9,7 +9,7 @@ redrawn (the data paths a run folder records are not followed). Nothing is
 written into the run folder. A figure that is missing or cannot be drawn
 becomes a note.
 
-:func:`plot_loss_comparison` draws the loss curves of several runs on one plot.
+:func:`plot_loss_comparison` draws the loss curves of several runs, one panel per loss.
 """
 
 from __future__ import annotations
@@ -35,9 +35,15 @@ from img2img_filters.run.folder import (
     LOSSES_FIGURE,
     PREDICTIONS_FIGURE,
 )
-from img2img_filters.viz.losses import loss_axes
+from img2img_filters.viz.losses import LOSS_NAMES, check_loss, loss_axes
 
-__all__ = ["ReportFigure", "collect_figures", "figure_png", "plot_loss_comparison"]
+__all__ = [
+    "ReportFigure",
+    "collect_figures",
+    "figure_png",
+    "mislabelled_losses",
+    "plot_loss_comparison",
+]
 
 #: Rows of the predictions figure drawn for a report.
 PREDICTION_ROWS = 4
@@ -97,7 +103,7 @@ class _Drawer:
 
         if not self.run.has_history:
             raise _CannotDrawError("the run folder has no readable history.csv")
-        return plot_losses(self.run.train_losses or [], self.run.val_losses)
+        return plot_losses(self.run.train_losses or [], self.run.val_losses, loss=self.run.loss)
 
     def kernels(self) -> Figure:
         # matplotlib: loaded only when a figure is drawn
@@ -118,10 +124,15 @@ class _CannotDrawError(Exception):
 
 def _wanted_drawings(run: RunFiles) -> dict[str, str]:
     """The run figures worth drawing when missing or unreadable: file name -> drawer method."""
-    wanted = {LOSSES_FIGURE: "losses"}
+    wanted = {} if run.method == "exact" else {LOSSES_FIGURE: "losses"}  # a fit: its residual
     if _is_linear_run(run):
         wanted[KERNELS_FIGURE] = "kernels"
     return wanted
+
+
+def mislabelled_losses(run: RunFiles) -> bool:
+    """Whether the run's ``losses.png`` predates the loss record and calls other losses L1."""
+    return not run.loss_recorded and run.loss not in ("l1", None)
 
 
 def _is_linear_run(run: RunFiles) -> bool:
@@ -150,6 +161,12 @@ def collect_figures(
     notes: list[str] = []
     for name, path in run.figures.items():
         if names is not None and name not in names:
+            continue
+        if name == LOSSES_FIGURE and mislabelled_losses(run):
+            notes.append(
+                f"{name} labels the run's {LOSS_NAMES[run.loss or 'l1']} losses as L1 "
+                "(written before run folders recorded their loss); it is not shown"
+            )
             continue
         try:
             png = path.read_bytes()
@@ -208,14 +225,15 @@ def plot_loss_comparison(
     path: str | os.PathLike[str] | None = None,
     *,
     title: str | None = None,
+    losses: Mapping[str, str | None] | None = None,
 ) -> Figure:
-    """The loss curves of several runs on one plot.
+    """The loss curves of several runs: one panel per loss, never two losses on one axis.
 
     Each run has one colour: validation losses as a solid line with round
     markers, training losses dashed with square markers. A run of one epoch
     (an exact fit) is a single point, drawn as a large marker (several such
-    points are set slightly apart around their epoch). The y axis is
-    logarithmic when the positive finite losses span more than two decades;
+    points are set slightly apart around their epoch). Each panel's y axis is
+    logarithmic when its positive finite losses span more than two decades;
     zero losses, which a log axis cannot show, are named in the legend.
 
     Args:
@@ -223,58 +241,46 @@ def plot_loss_comparison(
             (either may be ``None`` or empty).
         path: Where to save the figure as PNG (``None``: do not save).
         title: The title (default: "Loss curves of N runs").
+        losses: ``{run name: "l1" | "mse" | None}``: the loss each run's curves
+            hold (``None``: not recorded). Runs not named here are L1, the study's.
 
     Returns:
-        The figure: one axes with a legend of the line styles, the runs' legend under it.
+        The figure: one axes per loss with a legend of the line styles, the
+        runs' legend under them.
 
     Raises:
-        ValueError: If no run has any loss.
+        ValueError: If no run has any loss, or a loss is not a known one.
     """
     # matplotlib: loaded only when a figure is drawn
+    import seaborn as sns
+
     from img2img_filters.viz.style import finish, new_figure, styled, wrap_title
 
+    kinds = {
+        name: check_loss((losses or {}).get(name, "l1"), f"losses[{name!r}]") for name in curves
+    }
     series = {name: (_curve(train), _curve(val)) for name, (train, val) in curves.items()}
     values = np.concatenate([np.concatenate(pair) for pair in series.values()] or [np.empty(0)])
     if values.size == 0:
         raise ValueError("plot_loss_comparison needs at least one run with losses; got none")
-    positive = values[np.isfinite(values) & (values > 0)]
-    log_scale = positive.size > 0 and positive.max() / positive.min() > 100.0
-    longest = max(max(len(train), len(val)) for train, val in series.values())
-    shifts = _single_point_shifts(series)
-    # matplotlib: loaded only when a figure is drawn
-    import seaborn as sns
-
+    panels: dict[str | None, list[str]] = {}
+    for name, (train, val) in series.items():
+        if train.size or val.size:
+            panels.setdefault(kinds[name], []).append(name)
     with styled("whitegrid"):
-        colours = sns.color_palette("tab10", max(len(series), 1))
-        fig = new_figure(8.5, 4.8)
-        ax = fig.add_subplot()
-        handles: list[Any] = []
-        for colour, (name, (train, val)) in zip(colours, series.items(), strict=False):
-            shift = shifts.get(name, 0.0)
-            label = name if len(name) <= LEGEND_WIDTH else "…" + name[1 - LEGEND_WIDTH :]
-            if log_scale and (np.concatenate([train, val]) <= 0).any():
-                label += " (zero loss not shown)"
-            # Training first, validation on top; a lone training point is a larger hollow
-            # square around the validation dot, so both stay visible when they coincide.
-            for losses, validation in ((train, False), (val, True)):
-                if losses.size == 0:
-                    continue
-                single = losses.size == 1
-                if log_scale:  # a log axis cannot show zero: leave such points out
-                    losses = np.where(losses > 0, losses, np.nan)
-                ax.plot(
-                    np.arange(1, losses.size + 1) + shift,
-                    losses,
-                    linestyle="-" if validation else "--",
-                    marker="o" if validation else "s",
-                    markersize=(8 if validation else 13) if single else 3.5,
-                    markerfacecolor=colour if validation else "none",
-                    markeredgewidth=1.0 if validation else 1.5,
-                    color=colour,
-                    alpha=1.0 if validation else 0.8,
-                    zorder=3 if validation else 2,
-                )
-            handles.append(Line2D([], [], color=colour, marker="o", label=label))
+        colours = dict(zip(series, sns.color_palette("tab10", max(len(series), 1)), strict=False))
+        fig = new_figure(8.5 if len(panels) == 1 else 6.0 * len(panels), 4.8)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        handles: dict[str, Any] = {}
+        for ax, (kind, names) in zip(axes, panels.items(), strict=True):
+            _loss_panel(ax, {name: series[name] for name in names}, colours, handles, kind)
+        heading = title or f"Loss curves of {len(series)} run{'s' if len(series) != 1 else ''}"
+        if len(panels) == 1:
+            axes[0].set_title(wrap_title(heading, 70))
+        else:
+            fig.suptitle(wrap_title(heading, 90))
+            for ax, kind in zip(axes, panels, strict=True):
+                ax.set_title(f"{LOSS_NAMES.get(kind or '', 'Unrecorded')} loss")
         styles = [
             Line2D([], [], color="0.3", linestyle="-", marker="o", label="validation"),
             Line2D(
@@ -287,17 +293,58 @@ def plot_loss_comparison(
                 label="training",
             ),
         ]
-        loss_axes(ax, longest, log_scale)
-        heading = title or f"Loss curves of {len(series)} run{'s' if len(series) != 1 else ''}"
-        ax.set_title(wrap_title(heading, 70))
-        ax.legend(handles=styles, loc="best", fontsize="small")
-        longest_label = max(len(handle.get_label()) for handle in handles)
+        axes[0].legend(handles=styles, loc="best", fontsize="small")
+        legend = [handles[name] for name in series if name in handles]  # in the runs' order
+        longest_label = max(len(handle.get_label()) for handle in legend)
         columns = int(fig.get_figwidth() // (0.075 * longest_label + 0.8))
         fig.legend(
-            handles=handles,
+            handles=legend,
             loc="outside lower center",
-            ncols=max(1, min(len(handles), columns)),
+            ncols=max(1, min(len(legend), columns)),
             fontsize="small",
             frameon=False,
         )
         return finish(fig, path)
+
+
+def _loss_panel(
+    ax: Any,
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    colours: Mapping[str, Any],
+    handles: dict[str, Any],
+    kind: str | None,
+) -> None:
+    """The curves of the runs of one loss on one axes; each run's legend handle into ``handles``."""
+    values = np.concatenate([np.concatenate(pair) for pair in series.values()])
+    positive = values[np.isfinite(values) & (values > 0)]
+    log_scale = positive.size > 0 and positive.max() / positive.min() > 100.0
+    longest = max(max(len(train), len(val)) for train, val in series.values())
+    shifts = _single_point_shifts(series)
+    for name, (train, val) in series.items():
+        colour = colours[name]
+        shift = shifts.get(name, 0.0)
+        label = name if len(name) <= LEGEND_WIDTH else "…" + name[1 - LEGEND_WIDTH :]
+        if log_scale and (np.concatenate([train, val]) <= 0).any():
+            label += " (zero loss not shown)"
+        # Training first, validation on top; a lone training point is a larger hollow
+        # square around the validation dot, so both stay visible when they coincide.
+        for losses, validation in ((train, False), (val, True)):
+            if losses.size == 0:
+                continue
+            single = losses.size == 1
+            if log_scale:  # a log axis cannot show zero: leave such points out
+                losses = np.where(losses > 0, losses, np.nan)
+            ax.plot(
+                np.arange(1, losses.size + 1) + shift,
+                losses,
+                linestyle="-" if validation else "--",
+                marker="o" if validation else "s",
+                markersize=(8 if validation else 13) if single else 3.5,
+                markerfacecolor=colour if validation else "none",
+                markeredgewidth=1.0 if validation else 1.5,
+                color=colour,
+                alpha=1.0 if validation else 0.8,
+                zorder=3 if validation else 2,
+            )
+        handles[name] = Line2D([], [], color=colour, marker="o", label=label)
+    loss_axes(ax, longest, log_scale, loss=kind)

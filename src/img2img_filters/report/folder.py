@@ -38,6 +38,8 @@ __all__ = [
     "unique_names",
 ]
 
+#: The losses a run's history can hold.
+LOSS_KINDS = ("l1", "mse")
 #: The files that make a folder a run folder, with what each holds.
 RUN_FILES = {
     CONFIG_FILE: "the configuration",
@@ -105,6 +107,33 @@ class RunFiles:
         """``"exact"`` (closed-form fit) or ``"gradient"``, when recorded."""
         method = lookup(self.config, "resolved", "method")
         return str(method) if method is not None else None
+
+    @property
+    def loss(self) -> str | None:
+        """The loss of ``history.csv``: ``"l1"`` or ``"mse"``; ``None`` when it cannot be told.
+
+        Run folders record it under ``resolved``; for older ones it is read from the
+        training options (``train``, then what ``auto`` chose), an exact fit's history
+        being its L1 residual and a run without the option having trained with the
+        default L1. Without a configuration it cannot be told.
+        """
+        recorded = lookup(self.config, "resolved", "loss")
+        if recorded in LOSS_KINDS:
+            return str(recorded)
+        if not isinstance(self.config, dict):
+            return None
+        if self.method == "exact":
+            return "l1"
+        for keys in (("train", "loss"), ("resolved", "auto", "train", "loss")):
+            value = lookup(self.config, *keys)
+            if value in LOSS_KINDS:
+                return str(value)
+        return "l1"
+
+    @property
+    def loss_recorded(self) -> bool:
+        """Whether ``config.json`` records the loss of its history (newer run folders do)."""
+        return lookup(self.config, "resolved", "loss") in LOSS_KINDS
 
     @property
     def has_history(self) -> bool:

@@ -15,39 +15,51 @@ from img2img_filters.report.figures import ReportFigure, collect_figures
 from img2img_filters.report.folder import REPORT_FILE, RunFiles, input_files, lookup, read_run
 from img2img_filters.report.page import (
     MISSING,
-    cell,
-    document,
-    escape,
-    figure,
+    Cell,
+    Figure,
+    Table,
     format_count,
     format_float,
     format_psnr,
     format_seconds,
-    key_value_table,
-    notice,
-    section,
-    table,
 )
-from img2img_filters.run.folder import KERNELS_FIGURE, LOSSES_FIGURE, PREDICTIONS_FIGURE
+from img2img_filters.report.render import render
+from img2img_filters.run.folder import (
+    KERNELS_FIGURE,
+    LOSSES_FIGURE,
+    PREDICTIONS_FIGURE,
+    VALIDATION_FIGURE,
+)
+from img2img_filters.viz.losses import LOSS_LABELS, LOSS_NAMES
 
 __all__ = ["metric_rows", "write_run_report"]
 
 #: What each of the run's figures shows.
 CAPTIONS = {
-    LOSSES_FIGURE: "Mean L1 loss per epoch on the training and validation photos "
+    LOSSES_FIGURE: "Mean {loss} per epoch on the training and validation photos "
     "(a log scale when the losses span more than two decades); the circle marks the best "
     "validation epoch, whose weights the model keeps.",
-    PREDICTIONS_FIGURE: "The first validation photos: input, model output, target and "
-    "absolute error. Output and target share one colour scale; errors have their own.",
+    PREDICTIONS_FIGURE: "Validation photos (one crop from each of several photos): input, "
+    "model output, target and absolute error. Output and target share one colour scale; "
+    "errors have their own, which ends at a high percentile of the errors so that small "
+    "ones stay visible (larger errors show in its top colour). Click to enlarge.",
     KERNELS_FIGURE: "The kernel the model computes next to the filter's exact kernel, per "
     "input channel, and their difference (its own colour scale).",
+    VALIDATION_FIGURE: "One validation photo at its full resolution, every pixel shown: "
+    "input, model output, target and absolute error, left to right (output and target on "
+    "one colour scale). Click to enlarge.",
 }
-#: Section titles of the run's figures.
+#: Section titles of the run's figures, in page order.
 TITLES = {
     LOSSES_FIGURE: ("losses", "Loss curves"),
     PREDICTIONS_FIGURE: ("predictions", "Predictions"),
+    VALIDATION_FIGURE: ("photo", "One validation photo at full size"),
     KERNELS_FIGURE: ("kernels", "Kernels"),
 }
+#: How many times a raw image's pixels are enlarged on the page at most.
+PIXEL_ZOOM = 6
+#: The widest a raw image is shown, in CSS pixels.
+PAGE_WIDTH = 1100
 
 
 def write_run_report(
@@ -59,20 +71,21 @@ def write_run_report(
 ) -> Path:
     """Write a run's report: one self-contained HTML page.
 
-    The page holds the summary metrics, the loss curves, the predictions, the
-    learned and true kernels (linear filters), the other PNG figures of the
-    folder and the configuration. Figures are embedded as PNG ``data:`` URIs;
-    the page loads nothing from elsewhere. Missing or unreadable files are
-    listed at the top and their sections left out; the run's missing figures
-    are drawn from its files when possible (see
+    The page holds the summary metrics, the loss curves (an exact fit: its
+    residual), the predictions, one validation photo at full size, the learned
+    and true kernels (linear filters), the other PNG figures of the folder and
+    the configuration. Figures are embedded as PNG ``data:`` URIs; the page
+    loads nothing from elsewhere. Missing or unreadable files are listed at
+    the top and their sections left out; the run's missing figures are drawn
+    from its files when possible (see
     :func:`img2img_filters.report.figures.collect_figures`).
 
     Args:
         run_dir: The run folder.
         path: The HTML file (default ``run_dir/report.html``).
         title: The page title (default: "Run report: <folder name>").
-        draw_missing: Draw the run's missing figures (loss curves, predictions,
-            kernels) from its history, checkpoint and data.
+        draw_missing: Draw the run's missing figures (loss curves, kernels)
+            from its history and checkpoint.
 
     Returns:
         The path written.
@@ -98,36 +111,37 @@ def render_run_page(
     title: str | None = None,
 ) -> str:
     """The HTML of a run's report (see :func:`write_run_report`)."""
-    body: list[str] = []
-    if run.missing:
-        body.append(
-            notice(
-                "Missing from this run folder (the sections that need them are left out):",
-                run.missing,
-            )
-        )
-    if notes:
-        body.append(notice("Notes:", notes))
+    exact = run.method == "exact"
+    if exact:  # one point is no curve: the fit's residual is shown instead
+        figures = {name: item for name, item in figures.items() if name != LOSSES_FIGURE}
     navigation = [("summary", "Summary")]
-    body.append(section("summary", "Summary", _summary(run)))
-    if (certificate := certificate_section(run.metrics)) is not None:
+    certificate = certificate_section(run.metrics)
+    if certificate is not None:
         navigation.append(("certificate", "Fidelity certificate"))
-        body.append(section("certificate", "Fidelity certificate", certificate))
+    sections: list[dict[str, Any]] = []
     for name, (anchor, heading) in TITLES.items():
-        if name in figures:
-            navigation.append((anchor, heading))
-            body.append(section(anchor, heading, _figure_block(figures[name], run)))
+        if name == LOSSES_FIGURE and exact and run.has_history:
+            sections.append(_residual_section(run))
+        elif name in figures:
+            section = {
+                "anchor": anchor,
+                "heading": heading,
+                "figures": [_figure(figures[name], run)],
+            }
+            if name == LOSSES_FIGURE and run.has_history:
+                section["details"] = _history_details(run)
+            sections.append(section)
         elif name == KERNELS_FIGURE and (line := _no_kernel_line(run)):
-            body.append(section(anchor, heading, f"<p>{escape(line)}</p>"))
-    others = [item for name, item in figures.items() if name not in TITLES]
+            sections.append({"anchor": anchor, "heading": heading, "lines": [line]})
+    others = [_figure(item, run) for name, item in figures.items() if name not in TITLES]
     if others:
-        navigation.append(("figures", "Other figures"))
-        body.append(
-            section("figures", "Other figures", "\n".join(_figure_block(f, run) for f in others))
-        )
-    if run.config is not None:
+        sections.append({"anchor": "figures", "heading": "Other figures", "figures": others})
+    navigation += [
+        (s["anchor"], s["heading"]) for s in sections if s.get("figures") or s.get("table")
+    ]
+    config = _config_tables(run.config) if run.config is not None else None
+    if config is not None:
         navigation.append(("config", "Configuration"))
-        body.append(section("config", "Configuration", _config_tables(run.config)))
     subtitle = " · ".join(
         part
         for part in (
@@ -137,12 +151,20 @@ def render_run_page(
         )
         if part
     )
-    return document(
-        title or f"Run report: {run.name}",
-        body,
+    return render(
+        "run.html.j2",
+        title=title or f"Run report: {run.name}",
         subtitle=subtitle,
         navigation=navigation,
         footer=_footer(run),
+        missing=run.missing,
+        notes=notes,
+        summary=_summary(run),
+        certificate=certificate,
+        sections=[
+            {"lines": [], "table": None, "figures": [], "details": None, **s} for s in sections
+        ],
+        config=config,
     )
 
 
@@ -198,30 +220,23 @@ def _epochs_text(m: dict[str, Any]) -> str:
     return f"{epochs} (best validation epoch {best})" if best is not None else str(epochs)
 
 
-def _summary(run: RunFiles) -> str:
-    rows: list[tuple[str, str]] = []
+def _summary(run: RunFiles) -> list[tuple[str, Cell]]:
+    rows: list[tuple[str, Cell]] = []
     spec, canonical = run.filter_spec, run.canonical_filter
     if spec is not None:
-        text = f"<code>{escape(spec)}</code>"
-        if canonical and canonical != spec:
-            text += f"<br><small>in full: <code>{escape(canonical)}</code></small>"
-        rows.append(("Filter", text))
+        note = canonical if canonical and canonical != spec else ""
+        rows.append(("Filter", Cell(spec, code=True, note=note)))
     data = lookup(run.config, "data")
     if isinstance(data, dict):
-        rows.append(("Photos", escape(_data_text(data))))
+        rows.append(("Photos", Cell(_data_text(data))))
     if run.arch is not None:
         method = {"exact": "exact least-squares fit", "gradient": "gradient training"}
-        text = escape(run.arch)
-        if run.method in method:
-            text += f" <small>({escape(method[run.method])})</small>"
-        rows.append(("Architecture", text))
+        rows.append(("Architecture", Cell(run.arch, note=method.get(run.method or "", ""))))
     if run.metrics is not None:
-        rows += [(label, escape(value)) for label, value in metric_rows(run.metrics)]
+        rows += [(label, Cell(value)) for label, value in metric_rows(run.metrics)]
     if run.has_history:
-        rows += [(label, escape(value)) for label, value in _loss_rows(run)]
-    if not rows:
-        return f"<p>{escape('Nothing to summarise: the run folder has no configuration and no metrics.')}</p>"
-    return key_value_table(rows, raw_values=True)
+        rows += [(label, Cell(value)) for label, value in _loss_rows(run)]
+    return rows
 
 
 def _data_text(data: dict[str, Any]) -> str:
@@ -237,45 +252,80 @@ def _data_text(data: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _loss_name(run: RunFiles) -> str:
+    """The run's loss as a short name, ``"loss of unrecorded kind"`` when it cannot be told."""
+    return LOSS_NAMES.get(run.loss or "", "unrecorded kind")
+
+
 def _loss_rows(run: RunFiles) -> list[tuple[str, str]]:
     train, val = run.train_losses or [], run.val_losses or []
-    rows = [("Final training loss", format_float(train[-1], ".4e"))]
+    if run.method == "exact":  # the residual section says it
+        return []
+    name = _loss_name(run)
+    rows = [("Training loss", LOSS_LABELS.get(run.loss or "", "not recorded"))]
+    rows.append((f"Final training loss ({name})", format_float(train[-1], ".4e")))
     if val:
-        rows.append(("Final validation loss", format_float(val[-1], ".4e")))
+        rows.append((f"Final validation loss ({name})", format_float(val[-1], ".4e")))
     return rows
 
 
 # -- figures and configuration -----------------------------------------------------------------
-def _figure_block(item: ReportFigure, run: RunFiles) -> str:
+def _figure(item: ReportFigure, run: RunFiles) -> Figure:
     caption = CAPTIONS.get(item.name, item.name)
+    if item.name == LOSSES_FIGURE:
+        caption = caption.format(loss=f"{_loss_name(run)} loss")
     if item.drawn:
         caption += (
             f" (Drawn for this report: {item.name} is missing from the run folder or unreadable.)"
         )
-    html_text = figure(item.png, f"{item.name} of run {run.name}", caption)
-    if item.name == LOSSES_FIGURE and run.has_history:
-        html_text += "\n" + _history_details(run)
-    return html_text
+    figure = Figure(item.png, f"{item.name} of run {run.name}", caption)
+    if item.name == VALIDATION_FIGURE and (width := _png_width(item.png)):
+        figure.pixels = True
+        figure.width = width * max(1, min(PIXEL_ZOOM, PAGE_WIDTH // width))
+    return figure
 
 
-def _history_details(run: RunFiles) -> str:
-    """The losses per epoch in a folded table."""
+def _png_width(png: bytes) -> int | None:
+    """The width of a PNG image from its header, ``None`` when the header is short."""
+    if len(png) < 24:
+        return None
+    width = int.from_bytes(png[16:20], "big")
+    return width if width > 0 else None
+
+
+def _history_details(run: RunFiles) -> tuple[str, Table]:
+    """The losses per epoch, for a folded table."""
     train, val = run.train_losses or [], run.val_losses or []
     rows = [
         [
-            cell(str(epoch), numeric=True),
-            cell(format_float(train[epoch - 1], ".6g"), numeric=True),
-            cell(
+            Cell(str(epoch), numeric=True),
+            Cell(format_float(train[epoch - 1], ".6g"), numeric=True),
+            Cell(
                 format_float(val[epoch - 1], ".6g") if epoch <= len(val) else MISSING, numeric=True
             ),
         ]
         for epoch in range(1, len(train) + 1)
     ]
-    return (
-        f"<details><summary>Losses per epoch ({len(train)})</summary>\n"
-        + table(["epoch", "training loss", "validation loss"], rows)
-        + "\n</details>"
+    name = _loss_name(run)
+    header = ["epoch", f"training loss ({name})", f"validation loss ({name})"]
+    return f"Losses per epoch ({len(train)})", Table(header, rows)
+
+
+def _residual_section(run: RunFiles) -> dict[str, Any]:
+    """An exact fit's residual: what remains of the least-squares solve on both sides."""
+    train, val = run.train_losses or [], run.val_losses or []
+    stopped = lookup(run.metrics, "stopped")
+    rows = [("Training residual (L1, mean absolute error)", Cell(format_float(train[-1], ".4e")))]
+    if val:
+        rows.append(
+            ("Validation residual (L1, mean absolute error)", Cell(format_float(val[-1], ".4e")))
+        )
+    line = (
+        f"The model was solved in closed form ({stopped or 'a least-squares fit'}), not "
+        "trained epoch by epoch: there is no loss curve, only what the solve leaves over "
+        "the training photos and the validation photos."
     )
+    return {"anchor": "losses", "heading": "Residual of the fit", "lines": [line], "table": rows}
 
 
 def _no_kernel_line(run: RunFiles) -> str | None:
@@ -297,19 +347,19 @@ def _no_kernel_line(run: RunFiles) -> str | None:
     return "The kernels figure is missing and could not be drawn (see the notes above)."
 
 
-def _config_tables(config: dict[str, Any]) -> str:
+def _config_tables(config: dict[str, Any]) -> dict[str, Any]:
     """``config.json``: one table per group (data, model, train, resolved), scalars first."""
     scalars = [
-        (key, _value_text(value)) for key, value in config.items() if not isinstance(value, dict)
+        (key, Cell(_value_text(value), breaks=True))
+        for key, value in config.items()
+        if not isinstance(value, dict)
     ]
-    parts = [key_value_table(scalars)] if scalars else []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            rows = [(name, _value_text(item)) for name, item in value.items()]
-            parts.append(
-                f"<h3>{escape(key)}</h3>\n" + (key_value_table(rows) if rows else "<p>(empty)</p>")
-            )
-    return "\n".join(parts)
+    groups = [
+        (key, [(name, Cell(_value_text(item), breaks=True)) for name, item in value.items()])
+        for key, value in config.items()
+        if isinstance(value, dict)
+    ]
+    return {"scalars": scalars, "groups": groups}
 
 
 def _value_text(value: Any) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "PREDICTIONS_FIGURE",
     "REPORT_FILE",
     "STATE_FILE",
+    "VALIDATION_FIGURE",
     "RunFolder",
     "RunFolderError",
     "read_history",
@@ -54,8 +55,9 @@ LOCK_FILE = ".lock"
 LOSSES_FIGURE = "losses.png"
 PREDICTIONS_FIGURE = "predictions.png"
 KERNELS_FIGURE = "kernels.png"
-#: The figures a training run draws, in the order a report shows them.
-FIGURE_FILES = (LOSSES_FIGURE, PREDICTIONS_FIGURE, KERNELS_FIGURE)
+VALIDATION_FIGURE = "validation_photo.png"
+#: The figures a training run draws.
+FIGURE_FILES = (LOSSES_FIGURE, PREDICTIONS_FIGURE, KERNELS_FIGURE, VALIDATION_FIGURE)
 #: Every file a run writes (what ``--overwrite`` replaces).
 OUTPUT_FILES = (
     MODEL_FILE,

@@ -36,6 +36,7 @@ from img2img_filters.run.folder import (
     MODEL_FILE,
     PREDICTIONS_FIGURE,
     STATE_FILE,
+    VALIDATION_FIGURE,
     RunFolder,
 )
 from img2img_filters.run.resume import RESUME_OVERRIDES, resume_config
@@ -217,6 +218,7 @@ def _train(
         "arch": arch,
         "options": network.config["options"],
         "method": metadata["method"],
+        "loss": "l1" if metadata["method"] == "exact" else train.get("loss", "l1"),  # history's
         "filter": filter.canonical,
         "engine": result.engine,
         "engine_reason": result.engine_reason,
@@ -227,7 +229,8 @@ def _train(
     folder.write_json(CONFIG_FILE, record)
     folder.write_history(train_losses, val_losses)
     if figures:
-        _draw_figures(folder, network, val_set, filter, train_losses, val_losses, str(device))
+        losses = (train_losses, val_losses, record["resolved"]["loss"])
+        _draw_figures(folder, network, val_set, filter, *losses, str(device))
     folder.write_json(METRICS_FILE, metrics)  # last: its presence marks a finished run
     show(format_summary(folder.path, metrics))
     return RunResult(folder.path, network, train_losses, val_losses, metrics)
@@ -395,15 +398,18 @@ def _draw_figures(
     filter: Any,
     train_losses: list[float],
     val_losses: list[float],
+    loss: str,
     device: str,
 ) -> None:
     """The run's figures, from what training holds in memory (a report only reads them)."""
     from img2img_filters import viz  # matplotlib: loaded only when figures are drawn
 
-    folder.write_figure(LOSSES_FIGURE, viz.plot_losses(train_losses, val_losses))
+    folder.write_figure(LOSSES_FIGURE, viz.plot_losses(train_losses, val_losses, loss=loss))
     if len(val_set):
         figure = viz.preview_predictions(network, val_set, num_images=4, device=device)
         folder.write_figure(PREDICTIONS_FIGURE, figure)
+        photo = viz.preview_validation_photo(network, val_set, device=device)
+        folder.write_figure(VALIDATION_FIGURE, photo)
     if filter.linear and getattr(network, "is_linear", False):
         folder.write_figure(KERNELS_FIGURE, viz.plot_kernels(network, filter))
 

@@ -12,7 +12,12 @@ Images are tensors ``(B, C, H, W)`` as everywhere in img2img; they are shown
 as ``(H, W)`` maps or ``(H, W, 3)`` RGB images.
 """
 
-from img2img_filters.viz.images import preview_filter, preview_filtered_dataset, preview_predictions
+from img2img_filters.viz.images import (
+    preview_filter,
+    preview_filtered_dataset,
+    preview_predictions,
+    preview_validation_photo,
+)
 from img2img_filters.viz.kernels import align_kernels, plot_kernel_comparison, plot_kernels
 from img2img_filters.viz.losses import plot_losses
 from img2img_filters.viz.style import (
@@ -36,6 +41,7 @@ __all__ = [
     "preview_filter",
     "preview_filtered_dataset",
     "preview_predictions",
+    "preview_validation_photo",
     "save_figure",
     "wrap_title",
 ]

@@ -28,17 +28,68 @@ from img2img_filters.viz.style import (
     wrap_title,
 )
 
-__all__ = ["preview_filter", "preview_filtered_dataset", "preview_predictions"]
+__all__ = [
+    "ERROR_PERCENTILE",
+    "error_scale_top",
+    "preview_filter",
+    "preview_filtered_dataset",
+    "preview_predictions",
+    "preview_validation_photo",
+    "spread_positions",
+]
+
+#: The error colour scale ends at this percentile of the errors shown: a few large
+#: errors (at borders, say) then take its top colour without darkening all the others.
+ERROR_PERCENTILE = 99.0
+
+
+def error_scale_top(errors: np.ndarray) -> float:
+    """The top of an error colour scale: :data:`ERROR_PERCENTILE` of the finite errors.
+
+    Falls back to the largest error when the percentile is zero, and to 1 when
+    every error is zero (or none is finite).
+    """
+    finite = errors[np.isfinite(errors)]
+    if finite.size == 0:
+        return 1.0
+    top = float(np.percentile(finite, ERROR_PERCENTILE))
+    if top <= 0:
+        top = float(finite.max())
+    return top if top > 0 else 1.0
+
+
+def spread_positions(dataset: Any, count: int) -> list[int]:
+    """``count`` positions of a dataset, from as many different photos as it has.
+
+    A dataset that knows the photo of each crop (``groups`` indexed through
+    ``indices``, as :class:`~img2img_filters.data.FilteredDataset` does) gives the
+    first crop of each photo in turn, then the second of each, and so on;
+    otherwise the first ``count`` positions.
+    """
+    groups, indices = getattr(dataset, "groups", None), getattr(dataset, "indices", None)
+    if not isinstance(groups, np.ndarray) or not isinstance(indices, np.ndarray):
+        return list(range(count))
+    photos = groups[indices]
+    by_photo: dict[Any, list[int]] = {}
+    for position, photo in enumerate(photos.tolist()):
+        by_photo.setdefault(photo, []).append(position)
+    chosen: list[int] = []
+    for rank in range(max((len(p) for p in by_photo.values()), default=0)):
+        chosen += [positions[rank] for positions in by_photo.values() if rank < len(positions)]
+        if len(chosen) >= count:
+            break
+    return chosen[:count]
 
 
 def _first_items(
-    dataset: Any, count: int, device: torch.device
+    dataset: Any, count: int, device: torch.device, positions: Sequence[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs ``(n, 3, H, W)`` and targets ``(n, C, H, W)`` of the first ``count`` items."""
+    """Inputs ``(n, 3, H, W)`` and targets ``(n, C, H, W)`` at ``positions`` (default: the first)."""
+    positions = list(range(count)) if positions is None else list(positions)
     if callable(getattr(dataset, "batch", None)):
-        inputs, targets = dataset.batch(list(range(count)), device)
+        inputs, targets = dataset.batch(positions, device)
     else:
-        pairs = [dataset[i] for i in range(count)]
+        pairs = [dataset[i] for i in positions]
         inputs = torch.stack([pair[0] for pair in pairs])
         targets = torch.stack([pair[1] for pair in pairs])
     return inputs.to(device), targets.to(device)
@@ -155,14 +206,19 @@ def preview_predictions(
     *,
     device: DeviceLike = "auto",
 ) -> Figure:
-    """A grid of the first dataset items: input | model output | target | absolute error.
+    """A grid of dataset items: input | model output | target | absolute error.
+
+    The items come from as many different photos as the dataset holds (see
+    :func:`spread_positions`; the first items for a dataset that does not
+    record its photos).
 
     Output and target share one colour scale (limits from both): a symmetric
     diverging map for signed filters (such as Sobel; decided by the dataset
     filter's output range, else by the sign of the values), grayscale for
     non-negative ones, with one colour bar under the two columns. Errors
     ``|output - target|`` (averaged over channels when ``C > 1``) share one
-    scale from 0 with their own colour bar. Three-channel outputs are shown as
+    scale from 0 to a high percentile of the errors shown (:func:`error_scale_top`),
+    with their own colour bar; larger errors take its top colour. Three-channel outputs are shown as
     RGB images, clipped to the shared scale. The model runs in eval mode under
     ``torch.no_grad()`` and is left in its previous mode and on its device.
 
@@ -195,7 +251,7 @@ def preview_predictions(
     path = figure_path(save_plot, "save_plot", path, study_file)
     count = _dataset_count(dataset, num_images)
     target_device = resolve_device(device)
-    inputs, targets = _first_items(dataset, count, target_device)
+    inputs, targets = _first_items(dataset, count, target_device, spread_positions(dataset, count))
     outputs = _run_model(model, inputs, target_device)
     if outputs.shape != targets.shape:
         raise ValueError(
@@ -207,8 +263,8 @@ def preview_predictions(
     targets_np = targets.detach().double().cpu().numpy()
     errors = np.abs(outputs_np - targets_np).mean(axis=1)
     scale = _Scale([outputs_np, targets_np], dataset)
-    error_max = float(np.nanmax(errors)) if np.isfinite(errors).any() else 0.0
-    error_max = error_max if error_max > 0 else 1.0
+    error_max = error_scale_top(errors)
+    clipped = bool(np.isfinite(errors).any() and np.nanmax(errors) > error_max)
     arch = (
         getattr(model, "config", {}).get("arch")
         if isinstance(getattr(model, "config", None), dict)
@@ -250,6 +306,7 @@ def preview_predictions(
             shrink=0.9,
             aspect=15,
             label=error_label,
+            extend="max" if clipped else "neither",
         )
         compact_ticks(error_bar, error_max, error_label)
         heading = "Predictions"
@@ -343,3 +400,75 @@ def preview_filter(filter: Any, image: Any, path: str | os.PathLike[str] | None 
             )
     dataset = FilteredDataset(np.ascontiguousarray(array.transpose(2, 0, 1)[None]), filter)
     return preview_filtered_dataset(dataset, 1, path)
+
+
+def preview_validation_photo(
+    model: nn.Module,
+    dataset: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: DeviceLike = "auto",
+) -> Figure:
+    """One dataset item at full resolution: input | model output | target | absolute error.
+
+    Every pixel of the item is one pixel of the figure (saved at
+    :data:`~img2img_filters.viz.DPI`), with no axes, titles or resampling: the
+    picture a report shows at full size. Output and target share one colour
+    scale as in :func:`preview_predictions`; the error uses its colour map from
+    0 to :func:`error_scale_top`. The item is the first of
+    :func:`spread_positions`.
+
+    Args:
+        model: Maps ``(B, 3, H, W)`` to ``(B, C, H, W)``.
+        dataset: A dataset with ``batch(positions, device)`` or ``(input,
+            target)`` items.
+        path: Where to save the figure as PNG (``None``: do not save).
+        device: Where to run the model (``"auto"``: CUDA when available).
+
+    Returns:
+        The figure: ``H`` pixels high, ``4 W`` plus three gaps wide, no axes.
+
+    Raises:
+        ValueError: If the dataset is empty or the model output's shape differs
+            from the targets'.
+    """
+    import matplotlib  # the colour maps (matplotlib is loaded with this module already)
+
+    from img2img_filters.viz.style import DPI
+
+    _dataset_count(dataset, 1)
+    target_device = resolve_device(device)
+    inputs, targets = _first_items(dataset, 1, target_device, spread_positions(dataset, 1))
+    outputs = _run_model(model, inputs, target_device)
+    if outputs.shape != targets.shape:
+        raise ValueError(
+            "model output and targets must have the same shape; got output "
+            f"{tuple(outputs.shape)} and targets {tuple(targets.shape)}"
+        )
+    photo = inputs.detach().double().cpu().numpy()[0]
+    output = outputs.detach().double().cpu().numpy()
+    target = targets.detach().double().cpu().numpy()
+    scale = _Scale([output, target], dataset)
+    error = np.abs(output[0] - target[0]).mean(axis=0)
+
+    def coloured(item: np.ndarray) -> np.ndarray:
+        shown = scale.image(item)
+        if scale.rgb:
+            return shown
+        normed = (shown - scale.vmin) / (scale.vmax - scale.vmin)
+        return matplotlib.colormaps[scale.cmap](np.clip(np.nan_to_num(normed), 0, 1))[..., :3]
+
+    error_rgb = matplotlib.colormaps[ERROR_CMAP](
+        np.clip(np.nan_to_num(error / error_scale_top(error)), 0, 1)
+    )[..., :3]
+    panels = [_rgb(photo), coloured(output[0]), coloured(target[0]), error_rgb]
+    height = error.shape[0]
+    gap = np.ones((height, PHOTO_GAP, 3))
+    strip = np.concatenate([part for panel in panels for part in (panel, gap)][:-1], axis=1)
+    fig = new_figure(strip.shape[1] / DPI, height / DPI, "none")
+    fig.figimage(strip, xo=0, yo=0, origin="upper")
+    return finish(fig, path)
+
+
+#: White pixels between the panels of :func:`preview_validation_photo`.
+PHOTO_GAP = 4

@@ -12,10 +12,38 @@ from matplotlib.ticker import MaxNLocator
 
 from img2img_filters.viz.style import figure_path, finish, new_figure, styled
 
-__all__ = ["loss_axes", "plot_losses"]
+__all__ = ["LOSS_LABELS", "LOSS_NAMES", "check_loss", "loss_axes", "loss_label", "plot_losses"]
+
+#: The loss a run trained with, by its name in the training options: how its axis reads.
+LOSS_LABELS = {
+    "l1": "L1 loss (mean absolute error)",
+    "mse": "MSE loss (mean squared error)",
+}
+#: Short names of the losses, for legends, table headings and titles.
+LOSS_NAMES = {"l1": "L1", "mse": "MSE"}
 
 
-def loss_axes(ax: Any, epochs: int, log_scale: bool, first: int = 1) -> None:
+def check_loss(loss: Any, argument: str = "loss") -> str | None:
+    """A loss name checked: ``"l1"``, ``"mse"``, or ``None`` (not recorded).
+
+    Raises:
+        ValueError: If it is anything else (naming ``argument``).
+    """
+    if loss is None or (isinstance(loss, str) and loss in LOSS_LABELS):
+        return loss
+    raise ValueError(
+        f"{argument} must be one of {sorted(LOSS_LABELS)} or None (not recorded); got {loss!r}"
+    )
+
+
+def loss_label(loss: str | None) -> str:
+    """The axis label of a loss: ``"L1 loss (mean absolute error)"``; ``"Loss"`` when unknown."""
+    return LOSS_LABELS.get(loss or "", "Loss (its kind is not recorded)")
+
+
+def loss_axes(
+    ax: Any, epochs: int, log_scale: bool, first: int = 1, loss: str | None = "l1"
+) -> None:
     """Axes of a loss-per-epoch plot: integer epochs (one epoch centred), labels, log scale.
 
     Args:
@@ -23,6 +51,7 @@ def loss_axes(ax: Any, epochs: int, log_scale: bool, first: int = 1) -> None:
         epochs: The most epochs any curve on it has.
         log_scale: Whether the loss axis is logarithmic.
         first: The number of the first epoch shown.
+        loss: The loss the curves show (``"l1"``, ``"mse"``; ``None``: not recorded).
     """
     if log_scale:
         ax.set_yscale("log")
@@ -31,7 +60,7 @@ def loss_axes(ax: Any, epochs: int, log_scale: bool, first: int = 1) -> None:
         ax.set_xlim(first - 0.5, first + 0.5)
         ax.set_xticks([first])
     ax.set_xlabel("Epoch")
-    ax.set_ylabel("L1 loss (mean absolute error)")
+    ax.set_ylabel(loss_label(loss))
 
 
 def _as_losses(values: Any, argument: str, *, allow_empty: bool) -> np.ndarray:
@@ -61,8 +90,9 @@ def plot_losses(
     path: str | os.PathLike[str] | None = None,
     *,
     title: str | None = None,
+    loss: str | None = "l1",
 ) -> Figure:
-    """Training and validation L1 loss per epoch.
+    """Training and validation loss per epoch (the study's L1 unless ``loss`` says otherwise).
 
     Epochs are numbered from 1. The y axis is logarithmic when the positive
     finite losses span more than two decades (max / min > 100), linear
@@ -73,8 +103,8 @@ def plot_losses(
     written: ``save=True`` writes ``training_loss.png`` in the working directory.
 
     Args:
-        train_losses: Mean training L1 loss of each epoch, length ``E >= 1``.
-        val_losses: Mean validation L1 loss of each epoch (may be ``None`` or
+        train_losses: Mean training loss of each epoch, length ``E >= 1``.
+        val_losses: Mean validation loss of each epoch (may be ``None`` or
             empty when there was no validation).
         save: The study's flag: ``True`` saves to ``training_loss.png``. A path
             here is taken as ``path``.
@@ -82,7 +112,10 @@ def plot_losses(
             large losses can flatten the rest; the others keep their numbers.
         path: Where to save the figure as PNG (``None``: do not save); wins
             over ``save``, with a logged notice.
-        title: The figure title (default: "Training and validation loss").
+        title: The figure title (default: "Training and validation loss", with
+            the loss's short name when it is not the study's L1).
+        loss: The loss the run trained with, which labels the loss axis:
+            ``"l1"`` (the study's), ``"mse"``, or ``None`` when not recorded.
 
     Returns:
         The figure (one axes).
@@ -90,9 +123,11 @@ def plot_losses(
     Raises:
         TypeError: If a loss sequence does not hold numbers, ``save`` is not
             a bool or path, or ``trunc`` is not an integer.
-        ValueError: If ``train_losses`` is empty, a sequence is not 1-D, or
-            ``trunc`` is negative or leaves no training epoch.
+        ValueError: If ``train_losses`` is empty, a sequence is not 1-D,
+            ``trunc`` is negative or leaves no training epoch, or ``loss`` is
+            not a known loss.
     """
+    loss = check_loss(loss)
     path = figure_path(save, "save", path, "training_loss.png")
     train = _as_losses(train_losses, "train_losses", allow_empty=False)
     val = _as_losses(val_losses, "val_losses", allow_empty=True)
@@ -133,7 +168,8 @@ def plot_losses(
                     zorder=3,
                     label=f"best validation: {val[best]:.4g} (epoch {epochs[best]})",
                 )
-        loss_axes(ax, epochs_shown, log_scale, first)
-        ax.set_title(title or "Training and validation loss")
+        loss_axes(ax, epochs_shown, log_scale, first, loss)
+        kind = f"{LOSS_NAMES[loss]} " if loss not in (None, "l1") else ""
+        ax.set_title(title or f"Training and validation {kind}loss")
         ax.legend(loc="best")
         return finish(fig, path)
