@@ -17,6 +17,7 @@ from img2img_filters.checkpoint import load_model, save_model
 from img2img_filters.cli import main
 from img2img_filters.data import archive as archive_module
 from img2img_filters.data import download as download_module
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
 
 TINY = ["--data", "samples", "--filter", "study-sobel", "--arch", "study", "--limit", "8"]
 TINY += ["--crop-size", "16", "--no-progress", "--device", "cpu"]
@@ -430,3 +431,17 @@ def test_imports_go_one_way(module: str, never: str) -> None:
     code = f"import sys, {module}; sys.exit({never!r} in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_options_for_an_exact_auto_fit_are_refused_in_python_too(tmp_path: Path) -> None:
+    """The command line refuses them before data loads; train_run must not ignore them either."""
+    with pytest.raises(ValueError, match=r"options \['width'\].*exactly.*ModelConfig\(arch="):
+        train_run(
+            tmp_path / "run",
+            DataConfig(data="samples", filter="sobel", limit=8, crop_size=24),
+            ModelConfig(arch="auto", options={"width": 8}),
+            {"device": "cpu", "progress": False},
+            figures=False,
+            log=lambda _: None,
+        )
+    assert not (tmp_path / "run" / "model.safetensors").exists()

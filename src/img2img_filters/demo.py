@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from img2img_filters.report import plot_loss_comparison, write_comparison_report
+from img2img_filters.report import plot_loss_comparison, read_run, write_comparison_report
 from img2img_filters.runs import DataConfig, ModelConfig, RunResult, train_run
 
 __all__ = ["DEMO_RUNS", "run_demo"]
@@ -80,8 +80,11 @@ def run_demo(
     from img2img_filters.viz import save_figure  # matplotlib: loaded only when a figure is drawn
 
     curves = {name: (r.train_losses, r.val_losses) for name, r in results.items()}
+    losses = {name: read_run(r.folder).loss for name, r in results.items()}
     save_figure(
-        plot_loss_comparison(curves, title="The study's network against exact fitting"),
+        plot_loss_comparison(
+            curves, title="The study's network against exact fitting", losses=losses
+        ),
         out / "losses.png",
     )
     report = write_comparison_report(

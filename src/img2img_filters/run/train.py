@@ -1,14 +1,14 @@
 """A training run, end to end, in its own folder: data, model, training, metrics, figures.
 
 :func:`train_run` writes a complete run folder (see :mod:`img2img_filters.run.folder`);
-its figures are drawn here, once, from what training holds in memory. It never
-imports the report package: :func:`img2img_filters.runs.train_run` adds the report.
+its figures are drawn once (:mod:`img2img_filters.run.outcome`), from what training holds
+in memory. It never imports the report package: :func:`img2img_filters.runs.train_run`
+adds the report.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -16,12 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from img2img_filters.auto import AutoChoice, choose_arch, default_model, fit_auto
-from img2img_filters.certificate import certificate_for_model
 from img2img_filters.checkpoint import save_model
 from img2img_filters.data import load_filtered_dataset
 from img2img_filters.distributed import setup_distributed
@@ -30,31 +28,40 @@ from img2img_filters.metrics import compute_metrics
 from img2img_filters.run.config import DataConfig, ModelConfig, config_record, resolved_train
 from img2img_filters.run.folder import (
     CONFIG_FILE,
-    KERNELS_FIGURE,
-    LOSSES_FIGURE,
     METRICS_FILE,
     MODEL_FILE,
-    PREDICTIONS_FIGURE,
     STATE_FILE,
-    VALIDATION_FIGURE,
     RunFolder,
 )
+from img2img_filters.run.outcome import (
+    SUMMARY_WIDTH,
+    count_parameters,
+    draw_figures,
+    evaluate_run,
+    format_summary,
+    target_bit_depth,
+)
 from img2img_filters.run.resume import RESUME_OVERRIDES, resume_config
-from img2img_filters.solve import gauss_newton, kernel_error, lbfgs_refine
+from img2img_filters.solve import gauss_newton, lbfgs_refine
 from img2img_filters.solve.refine import RefineReport
 from img2img_filters.train import train_model
 from img2img_filters.train.batches import all_reduce
 from img2img_filters.train.config import TrainResult
 
-__all__ = ["RESUME_OVERRIDES", "RunResult", "count_parameters", "format_summary", "train_run"]
+__all__ = [
+    "RESUME_OVERRIDES",
+    "SUMMARY_WIDTH",
+    "RunResult",
+    "count_parameters",
+    "format_summary",
+    "target_bit_depth",
+    "train_run",
+]
 
 _log = logging.getLogger(__name__)
 
 #: Files whose presence means a folder already holds (part of) a run.
 RUN_MARKERS = (MODEL_FILE, STATE_FILE, CONFIG_FILE, METRICS_FILE)
-
-#: Validation images the fidelity certificate measures at most (it keeps every error value).
-CERTIFICATE_IMAGES = 2000
 
 
 @dataclass
@@ -66,11 +73,6 @@ class RunResult:
     train_losses: list[float]
     val_losses: list[float]
     metrics: dict[str, Any]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters of a model."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def train_run(
@@ -181,6 +183,12 @@ def _train(
         if choice.probe_line:
             log(choice.probe_line)
         log(f"arch auto: {choice.reason}")
+        if choice.method == "exact" and model_config.options:  # they would be ignored
+            raise ValueError(
+                f"options {sorted(model_config.options)}: arch auto fits {filter.describe()} "
+                f"exactly ({choice.reason}) and takes no options; name an architecture "
+                f"(e.g. ModelConfig(arch={choice.arch!r}, ...)) to set them"
+            )
         arch, options = choice.arch, {**choice.options, **model_config.options}
     else:
         arch, options = model_config.arch, dict(model_config.options)
@@ -206,7 +214,7 @@ def _train(
     seconds = time.perf_counter() - started
     if not writer:
         return RunResult(folder.path, network, train_losses, val_losses, {})
-    metrics = _evaluate(
+    metrics = evaluate_run(
         network, val_set, filter, seconds, compute_metrics, str(device), result, polish
     )
     if choice is not None and choice.probe is not None:
@@ -230,7 +238,7 @@ def _train(
     folder.write_history(train_losses, val_losses)
     if figures:
         losses = (train_losses, val_losses, record["resolved"]["loss"])
-        _draw_figures(folder, network, val_set, filter, *losses, str(device))
+        draw_figures(folder, network, val_set, filter, *losses, str(device))
     folder.write_json(METRICS_FILE, metrics)  # last: its presence marks a finished run
     show(format_summary(folder.path, metrics))
     return RunResult(folder.path, network, train_losses, val_losses, metrics)
@@ -332,137 +340,3 @@ def _refine_plan(network: nn.Module, choice: AutoChoice | None) -> dict[str, Any
     if choice is not None and choice.refine:
         return {"method": "l-bfgs", "share": 0.0, **choice.refine}
     return {}
-
-
-def _evaluate(
-    network: nn.Module,
-    val_set: Any,
-    filter: Any,
-    seconds: float,
-    compute_metrics: Callable[..., dict[str, Any]],
-    device: str,
-    result: TrainResult,
-    polish: RefineReport | None,
-) -> dict[str, Any]:
-    metrics = dict(compute_metrics(network, val_set, device=device))
-    summary = result.summary()
-    refine = polish.as_dict() if polish is not None else None
-    metrics.update(
-        {
-            # the fit or the training and its polish, without loading data
-            "train_seconds": summary.get("seconds", 0.0) + (refine or {}).get("seconds", 0.0),
-            "arch": network.config["arch"],
-            "filter": filter.canonical,
-            "filter_spec": filter.spec,
-            "parameters": count_parameters(network),
-            "seconds": seconds,
-            "epochs": summary.get("epochs"),
-            "best_epoch": summary.get("best_epoch"),
-            "stopped": summary.get("stopped"),
-            "refine": refine,
-            "kernel_error": None,
-        }
-    )
-    metrics["certificate"] = certificate_for_model(
-        network,
-        val_set,
-        data_range=metrics["data_range"],
-        bit_depth=target_bit_depth(filter),
-        device=device,
-        max_images=CERTIFICATE_IMAGES,
-    )
-    if filter.linear and getattr(network, "is_linear", False):
-        metrics["kernel_error"] = kernel_error(network, filter)
-    return metrics
-
-
-def target_bit_depth(filter: Any) -> int | None:
-    """The bits per value of a filter's targets, for the certificate's exact share.
-
-    16 for a teacher's (or pairs') 16-bit outputs, ``None`` for float ones (no rounding
-    step), else 8: the depth a filtered image is saved at.
-    """
-    dtype = getattr(filter, "output_dtype", None)
-    if dtype is None:
-        return 8
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return None
-    return 16 if dtype.itemsize == 2 else 8
-
-
-def _draw_figures(
-    folder: RunFolder,
-    network: nn.Module,
-    val_set: Any,
-    filter: Any,
-    train_losses: list[float],
-    val_losses: list[float],
-    loss: str,
-    device: str,
-) -> None:
-    """The run's figures, from what training holds in memory (a report only reads them)."""
-    from img2img_filters import viz  # matplotlib: loaded only when figures are drawn
-
-    folder.write_figure(LOSSES_FIGURE, viz.plot_losses(train_losses, val_losses, loss=loss))
-    if len(val_set):
-        figure = viz.preview_predictions(network, val_set, num_images=4, device=device)
-        folder.write_figure(PREDICTIONS_FIGURE, figure)
-        photo = viz.preview_validation_photo(network, val_set, device=device)
-        folder.write_figure(VALIDATION_FIGURE, photo)
-    if filter.linear and getattr(network, "is_linear", False):
-        folder.write_figure(KERNELS_FIGURE, viz.plot_kernels(network, filter))
-
-
-#: Columns the summary table fits in (a classic terminal).
-SUMMARY_WIDTH = 80
-
-
-def _wrap(value: str, room: int) -> list[str]:
-    """``value`` cut into lines of at most ``room`` characters; joined, they give ``value``.
-
-    Lines end after a ``|``, ``,``, ``/`` or space where they can, anywhere where they must.
-    """
-    pieces = re.findall(r"[^|,/ ]*[|,/ ]?", value)
-    lines = [""]
-    for piece in filter(None, pieces):
-        while len(piece) > room:  # longer than a line: cut anywhere
-            if lines[-1]:
-                lines.append("")
-            lines[-1], piece = piece[:room], piece[room:]
-            lines.append("")
-        if len(lines[-1]) + len(piece) > room:
-            lines.append("")
-        lines[-1] += piece
-    return [line for line in lines if line] or [""]
-
-
-def format_summary(folder: Path, metrics: dict[str, Any], width: int = SUMMARY_WIDTH) -> str:
-    """A small table of a run's results, for the terminal: ``width`` columns at most.
-
-    Long values (the run folder's path, a chained filter) continue on the next lines.
-    """
-    rows = [
-        ("run folder", str(folder)),
-        ("filter", str(metrics.get("filter"))),
-        ("architecture", f"{metrics.get('arch')} ({metrics.get('parameters')} parameters)"),
-        ("epochs", f"{metrics.get('epochs')} ({metrics.get('stopped')})"),
-        ("validation L1", f"{metrics.get('l1', float('nan')):.3e}"),
-        (
-            "validation PSNR",
-            f"{metrics.get('psnr', float('nan')):.2f} dB (data range {metrics.get('data_range', 0):.4g})",
-        ),
-        ("validation SSIM", f"{metrics.get('ssim', float('nan')):.6f}"),
-        ("time", f"{metrics.get('seconds', 0):.1f} s"),
-    ]
-    error = metrics.get("kernel_error")
-    if error:
-        rows.append(("kernel max error", f"{error['max_abs']:.3e}"))
-    names = max(len(name) for name, _ in rows)
-    room = max(8, width - names - 4)
-    lines = []
-    for name, value in rows:
-        for number, part in enumerate(_wrap(value, room)):
-            lines.append(f"  {(name if number == 0 else '').ljust(names)}  {part}".rstrip())
-    rule = "  " + "-" * (max(len(line) for line in lines) - 2)
-    return "\n".join([rule, *lines, rule])

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -15,6 +16,7 @@ from img2img_filters.data import FilteredDataset
 from img2img_filters.devices import DeviceLike, resolve_device
 from img2img_filters.imageio import read_image
 from img2img_filters.viz.style import (
+    DPI,
     ERROR_CMAP,
     SIGNED_CMAP,
     UNSIGNED_CMAP,
@@ -432,10 +434,6 @@ def preview_validation_photo(
         ValueError: If the dataset is empty or the model output's shape differs
             from the targets'.
     """
-    import matplotlib  # the colour maps (matplotlib is loaded with this module already)
-
-    from img2img_filters.viz.style import DPI
-
     _dataset_count(dataset, 1)
     target_device = resolve_device(device)
     inputs, targets = _first_items(dataset, 1, target_device, spread_positions(dataset, 1))
