@@ -42,7 +42,7 @@ quality: $(STAMP)  ## the quality table (about 25 minutes on 2 cores)
 operators: $(STAMP)  ## quality on third-party operators: ImageMagick, Pillow, scikit-image, OpenCV (about 2 hours)
 	$(BIN)/python benchmarks/operators.py
 
-notebook: $(STAMP)  ## run examples/Img2Img.ipynb and save it with its outputs (a minute or two)
+notebook: $(STAMP)  ## run examples/Img2Img.ipynb and save it with its outputs (under a minute)
 	$(BIN)/python examples/execute_notebook.py examples/Img2Img.ipynb
 
 clean:

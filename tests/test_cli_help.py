@@ -100,8 +100,8 @@ def test_every_option_of_every_command_states_its_default(
         command = name.split()[1:]
         entries = _help_entries(_help_text(capsys, *command))
         for action in parser._actions:
-            if not action.option_strings or action.default is argparse.SUPPRESS:
-                continue  # positionals, --help, --version
+            if not action.option_strings or argparse.SUPPRESS in (action.default, action.help):
+                continue  # positionals, --help, --version, options hidden from the help
             option = next(o for o in action.option_strings if o.startswith("--"))
             if action.required:
                 assert "(default" not in entries[option], (name, option)
