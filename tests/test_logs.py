@@ -9,12 +9,13 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bars import RecordingBar
 from img2img_filters.cli import (
     PACKAGE_LOGGER,
     NoticeHandler,
@@ -169,22 +170,6 @@ def test_training_logs_one_line_per_epoch_bars_or_not(caplog, capsys, progress: 
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch")]
     assert len(epochs) == 2 and epochs[1].startswith("epoch   2/2  train ")
     assert capsys.readouterr().err == ""  # no bar off a terminal, and no handler of its own
-
-
-class RecordingBar:
-    """Stands in for tqdm: records how each bar was made and how far it went."""
-
-    made: ClassVar[list[RecordingBar]] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.kwargs, self.n, self.closed = kwargs, 0, False
-        RecordingBar.made.append(self)
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.mark.parametrize("progress", [True, False])

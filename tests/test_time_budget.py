@@ -7,12 +7,13 @@ count of readings and the tests neither sleep nor depend on the machine's speed.
 from __future__ import annotations
 
 import types
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from bars import RecordingBar
 from img2img_filters.auto import AutoChoice, fit_auto
 from img2img_filters.data import FilteredDataset
 from img2img_filters.models import create_img2img_model
@@ -39,25 +40,6 @@ class FakeClock:
 def _use_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, *modules: Any) -> None:
     for module in modules:
         monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
-
-
-class RecordingBar:
-    """Stands in for tqdm: records how each bar was made and how far it went."""
-
-    made: ClassVar[list[RecordingBar]] = []
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.kwargs, self.n, self.closed = kwargs, 0, False
-        RecordingBar.made.append(self)
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture
