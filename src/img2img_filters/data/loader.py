@@ -247,24 +247,23 @@ def _teach(
     """Compute the teacher's outputs for the rows in use; rows it fails on leave both splits."""
     rows = np.union1d(train, val)
     failed = set()
-    bar = tqdm(
+    with tqdm(
         total=len(rows),
         desc=f"teacher {teacher.spec[:30]}",
         unit="crop",
         leave=False,
         disable=None if progress else True,  # None: a bar only when stderr is a terminal
-    )
-    for start in range(0, len(rows), _TEACH_CHUNK):
-        chunk = rows[start : start + _TEACH_CHUNK]
-        names = [
-            f"crop {row} of {where}, photo {groups[row]}"
-            if isinstance(where, str)
-            else f"crop {row} of {str(where[groups[row]])!r}"
-            for row in chunk
-        ]
-        failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
-        bar.update(len(chunk))
-    bar.close()
+    ) as bar:
+        for start in range(0, len(rows), _TEACH_CHUNK):
+            chunk = rows[start : start + _TEACH_CHUNK]
+            names = [
+                f"crop {row} of {where}, photo {groups[row]}"
+                if isinstance(where, str)
+                else f"crop {row} of {str(where[groups[row]])!r}"
+                for row in chunk
+            ]
+            failed |= _teach_rows(teacher, images[chunk], names, chunk, skipped)
+            bar.update(len(chunk))
     if failed:
         _log.warning(
             "the teacher %r failed on %d of %d crops, which are left out (each is listed "

@@ -10,7 +10,14 @@ import torch
 
 from img2img_filters.filters import Filter
 
-__all__ = ["accumulation_device", "check_dataset", "check_int", "dataset_filter", "iter_batches"]
+__all__ = [
+    "accumulation_device",
+    "check_dataset",
+    "check_int",
+    "check_seconds",
+    "dataset_filter",
+    "iter_batches",
+]
 
 
 def check_int(argument: str, value: Any, minimum: int, *, odd: bool = False) -> int:
@@ -21,6 +28,14 @@ def check_int(argument: str, value: Any, minimum: int, *, odd: bool = False) -> 
     if value < minimum or (odd and value % 2 == 0):
         raise ValueError(f"{argument} must be {kind}; got {value!r}")
     return int(value)
+
+
+def check_seconds(seconds: Any) -> None:
+    """``seconds`` (a solver's time limit): a non-negative number or ``None``; else ``ValueError``."""
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
+    ):
+        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
 
 
 def check_dataset(dataset: Any, solver: str) -> None:

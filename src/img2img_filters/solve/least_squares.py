@@ -17,6 +17,7 @@ from img2img_filters.solve.batches import (
     accumulation_device,
     check_dataset,
     check_int,
+    check_seconds,
     dataset_filter,
     iter_batches,
 )
@@ -273,10 +274,7 @@ def fit_linear(
         raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be a bool; got {bias!r}")
-    if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
-    ):
-        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
+    check_seconds(seconds)
     check_dataset(dataset, "fit_linear")
     device = resolve_device(device)
     filt = dataset_filter(dataset)

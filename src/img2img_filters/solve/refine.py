@@ -18,7 +18,7 @@ from torch.func import functional_call, jacfwd
 from tqdm.auto import tqdm
 
 from img2img_filters.devices import DeviceLike, resolve_device
-from img2img_filters.solve.batches import iter_batches
+from img2img_filters.solve.batches import check_seconds, iter_batches
 
 __all__ = ["RefineReport", "gauss_newton", "lbfgs_refine"]
 
@@ -56,14 +56,6 @@ class RefineReport:
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""
         return asdict(self)
-
-
-def _check_seconds(seconds: Any) -> None:
-    """``seconds``: a non-negative number or ``None``."""
-    if seconds is not None and (
-        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0
-    ):
-        raise ValueError(f"seconds must be a non-negative number or None; got {seconds!r}")
 
 
 def _bar(total: int, method: str, progress: bool) -> Any:
@@ -131,7 +123,7 @@ def lbfgs_refine(
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a positive integer; got {images!r}")
-    _check_seconds(seconds)
+    check_seconds(seconds)
     device = resolve_device(device)
     model.to(device)
     chunks = list(iter_batches(dataset, batch_size, device, images))
@@ -260,7 +252,7 @@ def gauss_newton(
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a positive integer; got {images!r}")
-    _check_seconds(seconds)
+    check_seconds(seconds)
     device = resolve_device(device)
     own_dtype = next(model.parameters()).dtype
     model.to(device=device, dtype=torch.float64)
