@@ -214,8 +214,10 @@ def fit_auto(
     """
     if choice.method != "exact":
         raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
-    if choice.arch not in ("linear", "lut3d"):
-        raise ValueError(f"fit_auto fits 'linear' and 'lut3d' only; got arch {choice.arch!r}")
+    if choice.arch not in ("linear", "clipped_linear", "lut3d"):
+        raise ValueError(
+            f"fit_auto fits 'linear', 'clipped_linear' and 'lut3d' only; got arch {choice.arch!r}"
+        )
     started = time.perf_counter()
     if choice.arch == "lut3d":
         sizes = {
@@ -223,14 +225,25 @@ def fit_auto(
         }
         model = fit_lut(train_dataset, **sizes, device=device)
     else:
+        clipped = choice.arch == "clipped_linear"
+        options = choice.options
         model = fit_linear(
             train_dataset,
-            choice.options["kernel_size"],
-            border=choice.options.get("border"),
+            options["kernel_size"],
+            border=options.get("border"),
             device=device,
             progress=progress,
             seconds=seconds,
+            clip=(options["low"], options["high"]) if clipped else None,
         )
+        if clipped and options.get("keep_edge"):  # the fit's model computes the outer ring
+            conv = model.layers[0]
+            edged = create_img2img_model(
+                conv.in_channels, conv.out_channels, "clipped_linear", **options
+            )
+            edged.load_state_dict(model.state_dict())
+            edged.fit_report = model.fit_report
+            model = edged
     fitted = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]

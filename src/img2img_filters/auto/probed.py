@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from img2img_filters.auto.clipped import clipped_linear_choice
 from img2img_filters.auto.recipes import (
     DEFAULT_RECIPE,
     GRADIENT_TRAIN,
@@ -302,8 +303,9 @@ def _with_border(choice: AutoChoice, dataset: Any, radius: int | None) -> AutoCh
 def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoice:
     """Probe a teacher and choose; a probe that fails falls back to ``can`` and says why.
 
-    With a dataset, the border extension is matched too (:func:`match_border`)
-    unless the operator is pointwise.
+    With a dataset, a teacher that is linear up to clipping gets the exact clipped
+    linear fit (:func:`img2img_filters.auto.clipped.clipped_linear_choice`), and the
+    border extension is matched (:func:`match_border`) unless the operator is pointwise.
 
     Args:
         teacher: The teacher.
@@ -323,6 +325,18 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
         choice.probe_line = f"probe: failed ({detail}) -> {DEFAULT_RECIPE.arch}"
         return choice
     choice = choice_from_probe(report, teacher.border)
-    if dataset is None or report.verdict == "pointwise":
+    if dataset is None:
+        return choice
+    clipped = clipped_linear_choice(report, dataset, teacher.border)
+    if clipped is not None:
+        found = choice.probe_line.split(" -> ")[0]
+        size = clipped.options["kernel_size"]
+        clipped.probe = report.to_dict()
+        clipped.probe_line = (
+            f"{found}; linear up to clipping -> exact clipped linear fit (kernel_size={size})"
+            + clipped.probe_line
+        )
+        return clipped
+    if report.verdict == "pointwise":
         return choice
     return _with_border(choice, dataset, report.support_radius)

@@ -198,6 +198,38 @@ def _solve(
     return w, b, report
 
 
+#: Targets within this of a clip limit count as clipped (half an 8-bit step).
+_CLIP_MARGIN = 0.5 / 255
+
+
+def _check_clip(clip: object) -> tuple[float, float] | None:
+    """``None`` or a ``(low, high)`` pair of finite numbers with ``low < high``."""
+    if clip is None:
+        return None
+    try:
+        low, high = (float(v) for v in clip)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"clip must be None or a (low, high) pair of numbers; got {clip!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            f"clip must be a (low, high) pair of finite numbers, low < high; got {clip!r}"
+        )
+    return low, high
+
+
+def _unclipped(targets: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
+    """Per pixel of ``targets`` ``(B, C, H, W)``: 1.0 where no channel is at a clip limit.
+
+    Returns:
+        ``(B*H*W,)`` float64, in the order of :func:`_design`'s columns.
+    """
+    low, high = clip
+    inside = (targets > low + _CLIP_MARGIN) & (targets < high - _CLIP_MARGIN)
+    return inside.all(dim=1).reshape(-1).to(torch.float64)
+
+
 def fit_linear(
     dataset: Any,
     kernel_size: int,
@@ -210,6 +242,7 @@ def fit_linear(
     max_images: int | None = None,
     progress: bool = False,
     seconds: float | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> LinearNet:
     """Fit the best ``k x k`` linear filter to a dataset by exact least squares.
 
@@ -239,17 +272,24 @@ def fit_linear(
         seconds: Accumulate no further batch once this long has passed since the call
             (at least one batch is; ``None``: no limit): the fit then uses the photos
             it reached, and ``fit_report["out_of_time"]`` says so.
+        clip: ``(low, high)``: the target was clipped to this range (a sharpening, an
+            edge filter or a colour boost saved to a file). Pixels whose target lies
+            within half an 8-bit step of either end, in any channel, are left out of
+            the fit (the clipping moved them), and the model returned clips its output
+            the same way. ``None``: a plain linear fit.
 
     Returns:
         A ``"linear"`` model ``(B, C_in, H, W) -> (B, C, H, W)`` of depth 1 (a
-        :class:`~img2img_filters.models.LinearNet`), on the CPU, with ``model.fit_report``:
+        :class:`~img2img_filters.models.LinearNet`; with ``clip``, a ``"clipped_linear"``
+        :class:`~img2img_filters.models.ClippedLinearNet`), on the CPU, with ``model.fit_report``:
         ``kernel_size``, ``pixels``, ``images``, ``skipped_images`` (too small for the
         kernel), ``margin`` ((rows, columns) left out at each side), ``unknowns``,
         ``rank``, ``condition_number`` (of the centred normal matrix, ridge included),
         ``residual_rms`` on the fitted pixels (from the normal equations, so accurate
         to about 1e-7 of ``target_rms``), ``residual_rms_per_channel``, ``target_rms``,
         ``solver`` (``"cholesky"`` or ``"pinv"``), ``ridge``, ``border``, ``seconds``,
-        ``out_of_time`` (whether ``seconds`` cut the photos short).
+        ``out_of_time`` (whether ``seconds`` cut the photos short), ``clip``
+        (the range, or ``None``) and ``clipped_pixels`` (left out for ``clip``).
 
     Raises:
         TypeError: If an argument has the wrong type or the dataset gives no pairs.
@@ -275,6 +315,7 @@ def fit_linear(
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be a bool; got {bias!r}")
     check_seconds(seconds)
+    clip = _check_clip(clip)
     check_dataset(dataset, "fit_linear")
     device = resolve_device(device)
     filt = dataset_filter(dataset)
@@ -302,6 +343,7 @@ def fit_linear(
             disable=None,  # only on a terminal
         )
     out_of_time = False
+    clipped = 0
     for inputs, targets in batches:
         late = seconds is not None and time.perf_counter() - started > seconds
         if late and equations is not None:  # at least one batch is accumulated
@@ -332,10 +374,20 @@ def fit_linear(
         step = max(1, _PATCH_BLOCK // per_photo)
         workspace = equations.workspace(min(step, x.shape[0]) * per_photo)
         for first in range(0, x.shape[0], step):
-            columns = _design(x[first : first + step], y[first : first + step], k, k, workspace)
+            chunk = y[first : first + step]
+            columns = _design(x[first : first + step], chunk, k, k, workspace)
+            if clip is not None:
+                kept = _unclipped(chunk, clip)
+                clipped += int(kept.numel() - kept.sum())
+                columns.mul_(kept)
             equations.add(columns)
     if isinstance(batches, tqdm):
         batches.close()  # a loop cut short by `seconds` leaves its bar open
+    if equations is not None and equations.pixels == 0 and clipped:
+        raise ValueError(
+            f"fit_linear: every target pixel is at a limit of clip={clip}: nothing is left to "
+            "fit; pass clip=None, or photos whose targets are not all clipped"
+        )
     if equations is None or equations.pixels == 0:
         raise ValueError(
             f"fit_linear: no pixel to fit: photos must be larger than {2 * margin_h + 1}x"
@@ -346,8 +398,16 @@ def fit_linear(
 
     w, b, report = _solve(equations, bias=bias, ridge=float(ridge))
     in_channels, out_channels = channels
+    limits = {} if clip is None else {"low": clip[0], "high": clip[1]}
     model = create_img2img_model(
-        in_channels, out_channels, "linear", kernel_size=k, depth=1, border=border, bias=bias
+        in_channels,
+        out_channels,
+        "linear" if clip is None else "clipped_linear",
+        kernel_size=k,
+        depth=1,
+        border=border,
+        bias=bias,
+        **limits,
     )
     conv = model.layers[0]
     with torch.no_grad():
@@ -365,6 +425,8 @@ def fit_linear(
         "border": border,
         "seconds": time.perf_counter() - started,
         "out_of_time": out_of_time,
+        "clip": None if clip is None else list(clip),
+        "clipped_pixels": clipped,
     }
     if out_of_time:
         _log.info(

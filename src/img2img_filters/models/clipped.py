@@ -1,0 +1,102 @@
+"""A linear filter whose output is clipped to a range: sharpening, edges and colour boosts as tools save them.
+
+Many operators of image tools are a convolution (or a colour matrix) whose
+result is clipped to the range of the file it is saved in: ImageMagick's
+``-sharpen`` and ``-edge``, scikit-image's ``unsharp_mask``, Pillow's kernel
+filters (``CONTOUR``, ``EMBOSS``) and ``ImageEnhance.Color``. The clipping makes
+them non-linear, so a probe calls them local (or pointwise), yet inside the range
+they are exactly linear: :func:`img2img_filters.solve.fit_linear` with
+``clip=True`` fits the kernel on the pixels the clipping left alone, and this
+model applies it and clips the same way.
+
+Some tools also leave the outermost pixels of the photo as they were (Pillow's
+kernel filters leave a ring as wide as the kernel's radius): ``keep_edge``
+copies the input there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from img2img_filters.models.options import check_int
+from img2img_filters.models.registry import register_arch
+from img2img_filters.models.study import LinearNet
+
+__all__ = ["ClippedLinearNet"]
+
+
+def _check_number(argument: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{argument} must be a finite number; got {value!r}")
+    return float(value)
+
+
+@register_arch(
+    "clipped_linear",
+    "a linear filter clipped to the output range (sharpen, edges, colour boost); exact for "
+    "convolutions saved to 8 bits",
+)
+class ClippedLinearNet(LinearNet):
+    """:class:`~img2img_filters.models.LinearNet`, its output clipped to ``[low, high]``.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        kernel_size: Odd side of every kernel.
+        depth: Number of convolutions.
+        width: Channels between convolutions (default: ``out_channels``).
+        border: Padding of every convolution (OpenCV's names; match the target's).
+        bias: Whether the convolutions learn a bias.
+        low: The smallest output value.
+        high: The largest output value (``> low``).
+        keep_edge: The output is the input in this many rows and columns at each side of
+            the image (needs ``in_channels == out_channels``; at most the kernel's radius,
+            so that tiled inference stays exact).
+
+    Raises:
+        ValueError: For a bad option.
+    """
+
+    is_linear = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 5,
+        depth: int = 1,
+        width: int | None = None,
+        border: str = "reflect101",
+        bias: bool = True,
+        low: float = 0.0,
+        high: float = 1.0,
+        keep_edge: int = 0,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, depth, width, border, bias)
+        self.low, self.high = _check_number("low", low), _check_number("high", high)
+        if self.high <= self.low:
+            raise ValueError(f"high must be greater than low; got low={low!r}, high={high!r}")
+        self.keep_edge = check_int("keep_edge", keep_edge, 0)
+        radius = self.receptive_field() // 2
+        if self.keep_edge > radius:
+            raise ValueError(
+                f"keep_edge must be at most the kernel's radius ({radius}); got {keep_edge!r}"
+            )
+        if self.keep_edge and in_channels != out_channels:
+            raise ValueError(
+                "keep_edge needs as many output channels as input channels; got "
+                f"{in_channels} in and {out_channels} out"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in, H, W)`` -> ``(B, out, H, W)``, in ``[low, high]``."""
+        out = self.layers(x).clamp(self.low, self.high)
+        e = self.keep_edge
+        if not e or x.shape[-2] <= 2 * e or x.shape[-1] <= 2 * e:
+            return out if not e else x.clamp(self.low, self.high)
+        inner = torch.ones_like(out[:, :1, e:-e, e:-e])
+        inside = F.pad(inner, (e, e, e, e))  # 1 inside, 0 on the ring
+        return out * inside + x.clamp(self.low, self.high) * (1.0 - inside)

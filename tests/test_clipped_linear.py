@@ -1,0 +1,182 @@
+"""Operators that are linear up to clipping: the model, the clipped fit, ``--arch auto``, end to end.
+
+OpenCV's ``filter2D`` on uint8 photos is the oracle: it convolves and saturates
+to [0, 255], as an image tool saving a sharpened photo does. Pillow's kernel
+filters are the real tool that also leaves the photo's outer ring as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from img2img_filters import apply_filter
+from img2img_filters.auto import choose_arch
+from img2img_filters.data import load_filtered_dataset
+from img2img_filters.export import check_onnx, export_onnx
+from img2img_filters.filters.external import CallableFilter
+from img2img_filters.models import ClippedLinearNet, create_img2img_model
+from img2img_filters.runs import DataConfig, ModelConfig, train_run
+from img2img_filters.solve import fit_linear
+
+#: A 3x3 sharpening kernel (sums to 1): it pushes bright and dark edges past [0, 255].
+SHARPEN = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)
+
+
+def sharpen(photo: np.ndarray) -> np.ndarray:
+    """OpenCV's 3x3 sharpening of a uint8 RGB photo, saturated to uint8, replicated border."""
+    return cv2.filter2D(photo, -1, SHARPEN, borderType=cv2.BORDER_REPLICATE)
+
+
+def contour(photo: np.ndarray) -> np.ndarray:
+    """Pillow's ``ImageFilter.CONTOUR`` (255 + a Laplacian, clipped; the outer ring unchanged)."""
+    return np.asarray(Image.fromarray(photo, "RGB").filter(ImageFilter.CONTOUR))
+
+
+def _photos(count: int, side: int = 40) -> torch.Tensor:
+    rng = np.random.default_rng(3)
+    return torch.from_numpy(rng.random((count, 3, side, side), dtype=np.float32))
+
+
+def _set_kernel(model: ClippedLinearNet, kernel: np.ndarray, bias: float = 0.0) -> None:
+    conv = model.layers[0]
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(conv.weight.shape[0]):
+            conv.weight[c, c] = torch.from_numpy(kernel)
+        conv.bias.fill_(bias)
+
+
+def test_the_model_is_opencvs_saturated_convolution() -> None:
+    model = create_img2img_model(3, 3, "clipped_linear", kernel_size=3, border="replicate")
+    _set_kernel(model, SHARPEN)
+    photo = (_photos(1)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    expected = sharpen(photo).astype(np.float32) / 255
+    with torch.no_grad():
+        output = model(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255)
+    got = output[0].permute(1, 2, 0).numpy()
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    assert (expected == 0).any() and (expected == 1).any()  # the oracle did clip
+    np.testing.assert_allclose(got, expected, atol=0.5 / 255)
+
+
+def test_keep_edge_copies_the_input_on_the_outer_ring() -> None:
+    model = create_img2img_model(3, 3, "clipped_linear", kernel_size=5, keep_edge=2)
+    _set_kernel(model, np.full((5, 5), 1 / 25, np.float32), bias=0.3)
+    x = _photos(2)
+    with torch.no_grad():
+        y = model(x)
+        plain = create_img2img_model(3, 3, "clipped_linear", kernel_size=5)
+        plain.load_state_dict(model.state_dict())
+        inner = plain(x)
+    ring = torch.ones_like(x, dtype=torch.bool)
+    ring[..., 2:-2, 2:-2] = False
+    assert torch.equal(y[ring], x[ring])
+    assert torch.equal(y[..., 2:-2, 2:-2], inner[..., 2:-2, 2:-2])
+    assert not torch.equal(y[..., 2:-2, 2:-2], x[..., 2:-2, 2:-2])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"low": 1.0, "high": 0.0}, "high must be greater than low"),
+        ({"low": float("nan")}, "low must be a finite number"),
+        ({"high": "1"}, "high must be a finite number"),
+        (
+            {"kernel_size": 3, "keep_edge": 2},
+            r"keep_edge must be at most the kernel's radius \(1\)",
+        ),
+        ({"keep_edge": -1}, "keep_edge"),
+    ],
+)
+def test_bad_options_are_refused_by_name(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_img2img_model(3, 3, "clipped_linear", **options)
+
+
+def test_keep_edge_needs_as_many_channels_out_as_in() -> None:
+    with pytest.raises(ValueError, match="keep_edge needs as many output channels"):
+        create_img2img_model(3, 1, "clipped_linear", kernel_size=3, keep_edge=1)
+
+
+def test_the_clipped_fit_recovers_the_kernel_that_a_plain_fit_misses() -> None:
+    train_set, _ = load_filtered_dataset(filter=CallableFilter(sharpen), limit=6, crop_size=48)
+    truth = torch.zeros(3, 3, 3, 3)
+    for c in range(3):
+        truth[c, c] = torch.from_numpy(SHARPEN)
+    clipped = fit_linear(train_set, 3, clip=(0.0, 1.0))
+    plain = fit_linear(train_set, 3)
+    assert isinstance(clipped, ClippedLinearNet) and clipped.config["arch"] == "clipped_linear"
+    report = clipped.fit_report
+    assert report["clip"] == [0.0, 1.0] and report["clipped_pixels"] > 0
+    assert report["residual_rms"] < 1e-5  # exact on the pixels the clipping left alone
+    error = (clipped.layers[0].weight - truth).abs().max()
+    assert error < 1e-4
+    assert (plain.layers[0].weight - truth).abs().max() > 100 * error
+    assert float(clipped.layers[0].bias.detach().abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("clip", "error", "message"),
+    [
+        ((1.0, 0.0), ValueError, "low < high"),
+        ((0.0, float("inf")), ValueError, "finite"),
+        (0.5, TypeError, r"clip must be None or a \(low, high\) pair"),
+        ((0.0, 0.5, 1.0), TypeError, r"clip must be None or a \(low, high\) pair"),
+    ],
+)
+def test_a_bad_clip_is_refused(clip: object, error: type, message: str) -> None:
+    train_set, _ = load_filtered_dataset(filter=CallableFilter(sharpen), limit=2, crop_size=16)
+    with pytest.raises(error, match=message):
+        fit_linear(train_set, 3, clip=clip)
+
+
+def test_auto_takes_the_exact_clipped_fit_for_a_saturated_sharpening() -> None:
+    teacher = CallableFilter(sharpen)
+    train_set, _ = load_filtered_dataset(filter=teacher, limit=8)
+    choice = choose_arch(teacher, train_set)
+    assert choice.probe["verdict"] == "local" and choice.probe["support_radius"] == 1
+    assert (choice.method, choice.arch) == ("exact", "clipped_linear")
+    assert choice.options["kernel_size"] == 3 and choice.options["keep_edge"] == 0
+    assert choice.options["border"] in ("replicate", "reflect")  # the same at radius 1
+    assert "linear up to clipping -> exact clipped linear fit (kernel_size=3)" in choice.probe_line
+
+
+def test_auto_keeps_a_median_a_network() -> None:
+    def median(photo: np.ndarray) -> np.ndarray:
+        return cv2.medianBlur(photo, 3)
+
+    teacher = CallableFilter(median)
+    train_set, _ = load_filtered_dataset(filter=teacher, limit=8)
+    choice = choose_arch(teacher, train_set)
+    assert choice.probe["verdict"] == "local" and choice.arch == "neighbourhood"
+
+
+def test_pillow_contour_is_copied_exactly_end_to_end(tmp_path: Path) -> None:
+    """Probe, clipped fit, Pillow's untouched outer ring, certificate, tiles and ONNX."""
+    result = train_run(
+        tmp_path / "run",
+        DataConfig(data="samples", filter=contour, limit=16, crop_size=48),
+        ModelConfig(arch="auto"),
+        {"device": "cpu", "progress": False},
+        figures=False,
+        log=lambda _: None,
+    )
+    model = result.model
+    assert model.config["arch"] == "clipped_linear"
+    assert model.config["options"]["keep_edge"] == 1
+    certificate = result.metrics["certificate"]
+    assert certificate["exact_share"] == 1.0 and certificate["bit_depth"] == 8
+    photo = (_photos(1, side=97)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    expected = contour(photo)
+    whole = apply_filter(photo, model)
+    tiled = apply_filter(photo, model, tile=32)
+    assert np.array_equal(np.round(whole * 255), expected)  # floats in [0, 1]
+    assert np.array_equal(np.round(tiled * 255), expected)
+    path = export_onnx(model, tmp_path / "contour.onnx")
+    assert check_onnx(model, path) <= 1e-5
