@@ -180,3 +180,58 @@ def test_pillow_contour_is_copied_exactly_end_to_end(tmp_path: Path) -> None:
     assert np.array_equal(np.round(tiled * 255), expected)
     path = export_onnx(model, tmp_path / "contour.onnx")
     assert check_onnx(model, path) <= 1e-5
+
+
+def contrast_about_the_mean(photo: np.ndarray) -> np.ndarray:
+    """1.5x contrast about the photo's mean gray, saturated to uint8 (a global operator)."""
+    gray = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float64).mean()
+    return np.clip(np.round(gray + 1.5 * (photo - gray)), 0, 255).astype(np.uint8)
+
+
+def test_image_mean_adds_a_map_of_the_photos_mean_colour() -> None:
+    model = create_img2img_model(3, 3, "clipped_linear", kernel_size=1, image_mean=True)
+    assert model.whole_image
+    _set_kernel(model, np.ones((1, 1), np.float32) * 1.5)
+    with torch.no_grad():
+        model.mean_weight.copy_(torch.full((3, 3), -0.5 / 3))
+    x = _photos(2)
+    with torch.no_grad():
+        got = model(x)
+    expected = (1.5 * x - 0.5 * x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0, 1)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+
+
+def test_image_mean_needs_clip_and_a_bool() -> None:
+    train_set, _ = load_filtered_dataset(filter=CallableFilter(sharpen), limit=2, crop_size=16)
+    with pytest.raises(ValueError, match="image_mean=True needs clip"):
+        fit_linear(train_set, 1, image_mean=True)
+    with pytest.raises(TypeError, match="image_mean must be a bool; got 1"):
+        fit_linear(train_set, 1, clip=(0, 1), image_mean=1)
+
+
+def test_a_contrast_change_about_the_mean_is_fitted_exactly_and_never_tiled(
+    tmp_path: Path,
+) -> None:
+    teacher = CallableFilter(contrast_about_the_mean)
+    train_set, _ = load_filtered_dataset(filter=teacher, limit=8)
+    choice = choose_arch(teacher, train_set)
+    assert choice.probe["verdict"] == "global"
+    assert (choice.method, choice.arch) == ("exact", "clipped_linear")
+    assert choice.options["image_mean"] is True and choice.options["kernel_size"] == 1
+    assert "kernel_size=1, image_mean" in choice.probe_line
+    result = train_run(
+        tmp_path / "run",
+        DataConfig(data="samples", filter=contrast_about_the_mean, limit=16),
+        ModelConfig(arch="auto"),
+        {"device": "cpu", "progress": False},
+        figures=False,
+        log=lambda _: None,
+    )
+    assert result.metrics["certificate"]["psnr"] > 50.0  # the rounding of the teacher
+    photo = (_photos(1, side=90)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    whole = apply_filter(photo, result.model)
+    tiled = apply_filter(photo, result.model, tile=16)  # ignored: the model reads the photo
+    assert np.array_equal(whole, tiled)
+    assert np.abs(np.round(whole * 255) - contrast_about_the_mean(photo)).max() <= 1
+    path = export_onnx(result.model, tmp_path / "contrast.onnx")
+    assert check_onnx(result.model, path) <= 1e-5

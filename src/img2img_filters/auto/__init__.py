@@ -235,6 +235,7 @@ def fit_auto(
             progress=progress,
             seconds=seconds,
             clip=(options["low"], options["high"]) if clipped else None,
+            image_mean=bool(options.get("image_mean", False)),
         )
         if clipped and options.get("keep_edge"):  # the fit's model computes the outer ring
             conv = model.layers[0]

@@ -8,7 +8,9 @@ the clipped linear filter of the probed support by least squares on some
 training photos (:func:`img2img_filters.solve.fit_linear` with ``clip``) and
 measures it on others, away from the border; when its RMS error is within one
 8-bit step of the output span (:data:`CLIPPED_TOLERANCE`), the exact fit is
-chosen. :func:`match_clipped_border` then picks the border extension, and
+chosen. A global operator is tried as a colour matrix plus a linear map of the
+photo's mean colour (a contrast change about the mean, as Pillow's
+``ImageEnhance.Contrast`` makes). :func:`match_clipped_border` then picks the border extension, and
 whether the tool leaves the photo's outermost pixels as they were (Pillow's
 kernel filters do), by the error over whole photos.
 """
@@ -58,8 +60,10 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
     """The exact clipped linear fit, when the teacher is one to within :data:`CLIPPED_TOLERANCE`.
 
     Args:
-        report: The probe's report (a ``pointwise`` or ``local`` verdict with a
-            support radius of at most ``MAX_CLIPPED_KERNEL // 2``).
+        report: The probe's report: a ``pointwise`` or ``local`` verdict with a
+            support radius of at most ``MAX_CLIPPED_KERNEL // 2``, or a ``global`` one
+            (tried as a colour matrix plus a map of the photo's mean colour, as a
+            contrast change about the mean is).
         dataset: The training dataset (``batch(positions, device)``, ``len``).
         border: The border the model extends images by (before it is matched).
 
@@ -69,14 +73,16 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
         ``None`` when the teacher is not linear up to clipping (or cannot be tested:
         another verdict, no radius, no ``batch``).
     """
-    radius = report.support_radius
-    if report.verdict not in ("pointwise", "local") or radius is None:
+    radius, image_mean = report.support_radius, report.verdict == "global"
+    if image_mean:  # a change about the photo's mean colour: pointwise but for the mean
+        radius = 0
+    elif report.verdict not in ("pointwise", "local") or radius is None:
         return None
     size = 2 * radius + 1
     clip = _clip_range(report)
     if size > MAX_CLIPPED_KERNEL or clip is None or not hasattr(dataset, "batch"):
         return None
-    fitted = fit_linear(dataset, size, clip=clip, max_images=FIT_PHOTOS)
+    fitted = fit_linear(dataset, size, clip=clip, max_images=FIT_PHOTOS, image_mean=image_mean)
     inputs, targets = dataset.batch(_check_positions(dataset), "cpu")
     with torch.no_grad():
         outputs = fitted(inputs)
@@ -86,14 +92,23 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
         slice(radius, outputs.shape[-1] - radius),
     )
     error = float((outputs - targets)[inner].double().pow(2).mean().sqrt()) / (clip[1] - clip[0])
-    measured = f"linear up to clipping to [0, 1]: RMS error {error:.2g} of the span"
+    of_mean = " of each pixel and the photo's mean colour" if image_mean else ""
+    measured = f"linear{of_mean} up to clipping to [0, 1]: RMS error {error:.2g} of the span"
     if not error <= CLIPPED_TOLERANCE:
         return None
     what = "3->3 colour matrix" if size == 1 else f"{size}x{size} kernel"
+    what += " and a map of the photo's mean colour" if image_mean else ""
     choice = AutoChoice(
         "exact",
         "clipped_linear",
-        {"kernel_size": size, "depth": 1, "border": border, "low": clip[0], "high": clip[1]},
+        {
+            "kernel_size": size,
+            "depth": 1,
+            "border": border,
+            "low": clip[0],
+            "high": clip[1],
+            "image_mean": image_mean,
+        },
         reason=f"probed {report.verdict} operator, {measured} (at most {CLIPPED_TOLERANCE:.2g}): "
         f"exact least-squares fit of a {what} on the pixels the clipping left alone",
     )
@@ -126,7 +141,13 @@ def match_clipped_border(
     positions = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(np.int64))
     clip = (options["low"], options["high"])
     if fitted is None:
-        fitted = fit_linear(dataset, options["kernel_size"], clip=clip, max_images=FIT_PHOTOS)
+        fitted = fit_linear(
+            dataset,
+            options["kernel_size"],
+            clip=clip,
+            max_images=FIT_PHOTOS,
+            image_mean=options.get("image_mean", False),
+        )
     inputs, targets = dataset.batch(positions, "cpu")
     rings = [0, radius] if radius and inputs.shape[1] == targets.shape[1] else [0]
     errors = {}

@@ -331,10 +331,11 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
     if clipped is not None:
         found = choice.probe_line.split(" -> ")[0]
         size = clipped.options["kernel_size"]
+        mean = ", image_mean" if clipped.options.get("image_mean") else ""
         clipped.probe = report.to_dict()
         clipped.probe_line = (
-            f"{found}; linear up to clipping -> exact clipped linear fit (kernel_size={size})"
-            + clipped.probe_line
+            f"{found}; linear up to clipping -> exact clipped linear fit (kernel_size={size}"
+            f"{mean})" + clipped.probe_line
         )
         return clipped
     if report.verdict == "pointwise":

@@ -96,8 +96,10 @@ class Predictor:
         self.device = resolve_device(device)
         borders = model_borders(model)
         self.wrap = "wrap" in borders
-        # A wrap border mixed with another one has no exact halo: such a model runs untiled.
-        self.tiled = not (self.wrap and len(borders) > 1)
+        # A wrap border mixed with another one has no exact halo, and a model that reads the
+        # whole photo (e.g. its mean colour) has none either: such models run untiled.
+        whole_image = bool(getattr(model, "whole_image", False))
+        self.tiled = not (self.wrap and len(borders) > 1) and not whole_image
         use_fast = folds_exactly(model) if fast is None else fast
         self.folded: FoldedFilter | None = FoldedFilter.from_model(model) if use_fast else None
         self.network: nn.Module | None = None

@@ -12,6 +12,12 @@ model applies it and clips the same way.
 Some tools also leave the outermost pixels of the photo as they were (Pillow's
 kernel filters leave a ring as wide as the kernel's radius): ``keep_edge``
 copies the input there.
+
+A contrast or brightness change about the photo's mean (Pillow's
+``ImageEnhance.Contrast``) is linear too, but global: each output moves with the
+mean of the whole photo. ``image_mean`` adds a learnt linear map of the photo's
+mean colour to every output; such a model sees the whole photo at once
+(``whole_image``), so inference does not cut it into tiles.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from img2img_filters.models.options import check_int
+from img2img_filters.models.options import check_bool, check_int
 from img2img_filters.models.registry import register_arch
 from img2img_filters.models.study import LinearNet
 
@@ -55,12 +62,16 @@ class ClippedLinearNet(LinearNet):
         keep_edge: The output is the input in this many rows and columns at each side of
             the image (needs ``in_channels == out_channels``; at most the kernel's radius,
             so that tiled inference stays exact).
+        image_mean: Add ``mean_weight @ mean colour of the photo`` to every output pixel
+            (``mean_weight`` ``(out, in)``, learnt; zeros at first).
 
     Raises:
         ValueError: For a bad option.
     """
 
     is_linear = False
+    #: Whether an output depends on the whole photo (``image_mean``): no tiling then.
+    whole_image = False
 
     def __init__(
         self,
@@ -74,6 +85,7 @@ class ClippedLinearNet(LinearNet):
         low: float = 0.0,
         high: float = 1.0,
         keep_edge: int = 0,
+        image_mean: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, depth, width, border, bias)
         self.low, self.high = _check_number("low", low), _check_number("high", high)
@@ -90,10 +102,17 @@ class ClippedLinearNet(LinearNet):
                 "keep_edge needs as many output channels as input channels; got "
                 f"{in_channels} in and {out_channels} out"
             )
+        self.image_mean = check_bool("image_mean", image_mean)
+        self.whole_image = self.image_mean
+        if self.image_mean:
+            self.mean_weight = nn.Parameter(torch.zeros(out_channels, in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``, in ``[low, high]``."""
-        out = self.layers(x).clamp(self.low, self.high)
+        out = self.layers(x)
+        if self.image_mean:
+            out = out + (x.mean(dim=(2, 3)) @ self.mean_weight.T)[:, :, None, None]
+        out = out.clamp(self.low, self.high)
         e = self.keep_edge
         if not e or x.shape[-2] <= 2 * e or x.shape[-1] <= 2 * e:
             return out if not e else x.clamp(self.low, self.high)

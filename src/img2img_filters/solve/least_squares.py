@@ -35,9 +35,14 @@ _RANK_RTOL = 1e-12
 
 
 def _design(
-    x: torch.Tensor, y: torch.Tensor, kh: int, kw: int, workspace: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    kh: int,
+    kw: int,
+    workspace: torch.Tensor,
+    means: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The columns ``[patch; target; 1]`` of every output pixel, float64.
+    """The columns ``[patch; mean; target; 1]`` of every output pixel, float64.
 
     Args:
         x: Inputs ``(B, C_in, H, W)``.
@@ -46,6 +51,8 @@ def _design(
         kw: Kernel width.
         workspace: A flat float64 buffer, reused between calls so that no block of
             patches is allocated (and page-faulted) anew; at least as large as the result.
+        means: Each photo's mean colour ``(B, E)``, the same for all its pixels; ``None``:
+            no such rows.
 
     Returns:
         ``(C_in*kh*kw + C + 1, B*(H-kh+1)*(W-kw+1))``, a view of ``workspace``: patch
@@ -55,14 +62,18 @@ def _design(
     """
     b, c, h, w = x.shape
     oh, ow = h - kh + 1, w - kw + 1
-    unknowns, outputs = c * kh * kw, y.shape[1]
+    extra = 0 if means is None else means.shape[1]
+    patch_rows, outputs = c * kh * kw, y.shape[1]
+    unknowns = patch_rows + extra
     rows, columns = unknowns + outputs + 1, b * oh * ow
     out = workspace[: rows * columns].view(rows, columns)
-    patches = out[:unknowns].view(c, kh, kw, b, oh, ow)
+    patches = out[:patch_rows].view(c, kh, kw, b, oh, ow)
     channels_first = x.transpose(0, 1)
     for i in range(kh):
         for j in range(kw):
             patches[:, i, j] = channels_first[:, :, i : i + oh, j : j + ow]
+    if means is not None:
+        out[patch_rows:unknowns].view(extra, b, oh * ow).copy_(means.T[:, :, None])
     out[unknowns : unknowns + outputs].view(outputs, b, oh, ow).copy_(y.transpose(0, 1))
     out[-1] = 1.0
     return out
@@ -243,6 +254,7 @@ def fit_linear(
     progress: bool = False,
     seconds: float | None = None,
     clip: tuple[float, float] | None = None,
+    image_mean: bool = False,
 ) -> LinearNet:
     """Fit the best ``k x k`` linear filter to a dataset by exact least squares.
 
@@ -277,6 +289,9 @@ def fit_linear(
             within half an 8-bit step of either end, in any channel, are left out of
             the fit (the clipping moved them), and the model returned clips its output
             the same way. ``None``: a plain linear fit.
+        image_mean: Fit a linear map of each photo's mean colour (over the whole photo)
+            too, added to every output: a contrast or brightness change about the mean.
+            Needs ``clip``; the model is then a ``"clipped_linear"`` with ``image_mean``.
 
     Returns:
         A ``"linear"`` model ``(B, C_in, H, W) -> (B, C, H, W)`` of depth 1 (a
@@ -316,6 +331,10 @@ def fit_linear(
         raise TypeError(f"bias must be a bool; got {bias!r}")
     check_seconds(seconds)
     clip = _check_clip(clip)
+    if not isinstance(image_mean, bool):
+        raise TypeError(f"image_mean must be a bool; got {image_mean!r}")
+    if image_mean and clip is None:
+        raise ValueError("image_mean=True needs clip: only a clipped_linear model has the term")
     check_dataset(dataset, "fit_linear")
     device = resolve_device(device)
     filt = dataset_filter(dataset)
@@ -351,7 +370,8 @@ def fit_linear(
             break
         if channels is None:
             channels = (inputs.shape[1], targets.shape[1])
-            equations = _NormalEquations(channels[0] * k * k, channels[1], accumulate_on)
+            extra = channels[0] if image_mean else 0
+            equations = _NormalEquations(channels[0] * k * k + extra, channels[1], accumulate_on)
         elif (inputs.shape[1], targets.shape[1]) != channels:
             raise ValueError(
                 f"dataset: every pair must have {channels[0]} input and {channels[1]} target "
@@ -370,12 +390,14 @@ def fit_linear(
         y = targets[..., margin_h : height - margin_h, margin_w : width - margin_w].to(
             accumulate_on
         )
-        per_photo = (channels[0] * k * k + channels[1] + 1) * y.shape[-2] * y.shape[-1]
+        means = inputs.double().mean(dim=(2, 3)).to(accumulate_on) if image_mean else None
+        per_photo = (equations.unknowns + channels[1] + 1) * y.shape[-2] * y.shape[-1]
         step = max(1, _PATCH_BLOCK // per_photo)
         workspace = equations.workspace(min(step, x.shape[0]) * per_photo)
         for first in range(0, x.shape[0], step):
             chunk = y[first : first + step]
-            columns = _design(x[first : first + step], chunk, k, k, workspace)
+            part = None if means is None else means[first : first + step]
+            columns = _design(x[first : first + step], chunk, k, k, workspace, part)
             if clip is not None:
                 kept = _unclipped(chunk, clip)
                 clipped += int(kept.numel() - kept.sum())
@@ -399,6 +421,8 @@ def fit_linear(
     w, b, report = _solve(equations, bias=bias, ridge=float(ridge))
     in_channels, out_channels = channels
     limits = {} if clip is None else {"low": clip[0], "high": clip[1]}
+    if image_mean:
+        limits["image_mean"] = True
     model = create_img2img_model(
         in_channels,
         out_channels,
@@ -410,8 +434,11 @@ def fit_linear(
         **limits,
     )
     conv = model.layers[0]
+    patch_rows = in_channels * k * k
     with torch.no_grad():
-        conv.weight.copy_(w.T.reshape(out_channels, in_channels, k, k).float().cpu())
+        conv.weight.copy_(w[:patch_rows].T.reshape(out_channels, in_channels, k, k).float().cpu())
+        if image_mean:
+            model.mean_weight.copy_(w[patch_rows:].T.float().cpu())
         if bias:
             conv.bias.copy_(b.float().cpu())
     model.fit_report = {
