@@ -184,41 +184,10 @@ def choose_arch(filter: Filter, dataset: Any = None) -> AutoChoice:
     )
 
 
-def fit_auto(
-    train_dataset: Any,
-    val_dataset: Any,
-    choice: AutoChoice,
-    *,
-    device: str = "auto",
-    progress: bool = True,
-    seconds: float | None = None,
-) -> tuple[nn.Module, TrainResult]:
-    """Fit a linear filter or a colour lookup table exactly, by least squares.
-
-    Args:
-        train_dataset: A dataset with ``batch()`` (``FilteredDataset``).
-        val_dataset: Its validation twin.
-        choice: An ``"exact"`` choice from :func:`choose_arch`, or one made from
-            :func:`arch_for_verdict`: ``"linear"`` (:func:`img2img_filters.solve.fit_linear`
-            with its ``kernel_size``) or ``"lut3d"`` (:func:`img2img_filters.solve.fit_lut`
-            with its ``size`` and ``curve_size``).
-        device: Where to accumulate the normal equations.
-        progress: Show a progress bar.
-        seconds: A linear fit accumulates its normal equations over the photos it reaches
-            in this time (at least one batch; ``None``: all of them), so that a run's time
-            budget holds; the closed-form solve that follows is quick. A lookup table's
-            fit always reads every photo.
-
-    Returns:
-        ``(model, result)``: the result's one "epoch" holds the L1 losses of the fit.
-    """
-    if choice.method != "exact":
-        raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
-    if choice.arch not in ("linear", "clipped_linear", "lut3d"):
-        raise ValueError(
-            f"fit_auto fits 'linear', 'clipped_linear' and 'lut3d' only; got arch {choice.arch!r}"
-        )
-    started = time.perf_counter()
+def _exact_model(
+    train_dataset: Any, choice: AutoChoice, device: str, progress: bool, seconds: float | None
+) -> nn.Module:
+    """The closed-form fit of an exact choice (see :func:`fit_auto`), with its ``fit_report``."""
     if choice.arch == "lut3d":
         sizes = {
             key: choice.options[key] for key in ("size", "curve_size") if key in choice.options
@@ -245,6 +214,46 @@ def fit_auto(
             edged.load_state_dict(model.state_dict())
             edged.fit_report = model.fit_report
             model = edged
+    return model
+
+
+def fit_auto(
+    train_dataset: Any,
+    val_dataset: Any,
+    choice: AutoChoice,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    seconds: float | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Fit a linear filter (clipped or not) or a colour lookup table exactly, by least squares.
+
+    Args:
+        train_dataset: A dataset with ``batch()`` (``FilteredDataset``).
+        val_dataset: Its validation twin.
+        choice: An ``"exact"`` choice from :func:`choose_arch`, or one made from
+            :func:`arch_for_verdict`: ``"linear"`` (:func:`img2img_filters.solve.fit_linear`
+            with its ``kernel_size``), ``"clipped_linear"`` (the same with ``clip`` and
+            ``image_mean``; ``keep_edge`` is set on the model) or ``"lut3d"``
+            (:func:`img2img_filters.solve.fit_lut` with its ``size`` and ``curve_size``).
+        device: Where to accumulate the normal equations.
+        progress: Show a progress bar.
+        seconds: A linear fit accumulates its normal equations over the photos it reaches
+            in this time (at least one batch; ``None``: all of them), so that a run's time
+            budget holds; the closed-form solve that follows is quick. A lookup table's
+            fit always reads every photo.
+
+    Returns:
+        ``(model, result)``: the result's one "epoch" holds the L1 losses of the fit.
+    """
+    if choice.method != "exact":
+        raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
+    if choice.arch not in ("linear", "clipped_linear", "lut3d"):
+        raise ValueError(
+            f"fit_auto fits 'linear', 'clipped_linear' and 'lut3d' only; got arch {choice.arch!r}"
+        )
+    started = time.perf_counter()
+    model = _exact_model(train_dataset, choice, device, progress, seconds)
     fitted = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]

@@ -42,21 +42,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output file (.npy, .png, .tif) for an image, or a folder to write it into "
         "(as STEM.png); output folder for a folder. Never an input unless --overwrite-input",
     )
-    parser.add_argument(
+    _add_output_options(parser.add_argument_group("output", "the files written"))
+    _add_safety_options(parser.add_argument_group("safety", "what may be replaced or read"))
+    running = parser.add_argument_group("running", "how the model runs")
+    _add_running_options(running)
+    add_device(running)
+    parser.set_defaults(handler=run)
+
+
+def _add_output_options(group: argparse._ArgumentGroup) -> None:
+    """Format, bit depth and value scale of the outputs."""
+    group.add_argument(
         "--format",
         choices=sorted(_FORMATS),
         default=None,
         help="output format for a folder; for a file, the extension decides "
         "(default: png for a folder)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--bit-depth",
         type=int,
         choices=(8, 16, 32),
         default=8,
         help="PNG/TIFF bit depth; 32: float TIFF holding the raw values, as .npy (default: 8)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--scale",
         choices=_SCALES,
         default=None,
@@ -65,37 +75,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "range's largest magnitude). .npy keeps the raw values (default: auto for a filter "
         "with negative outputs (edges), else range)",
     )
-    parser.add_argument(
+
+
+def _add_safety_options(group: argparse._ArgumentGroup) -> None:
+    """Overwriting outputs or inputs, and the largest image read."""
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="folder: replace existing outputs (else skipped); image: replace an existing file "
+        "whose name img2img made (-o FOLDER or -o NAME without an extension)",
+    )
+    group.add_argument(
+        "--overwrite-input",
+        action="store_true",
+        help="allow -o to be the input image or the input folder (refused otherwise)",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="refuse images of more pixels (default: $IMG2IMG_MAX_PIXELS or 178956970)",
+    )
+
+
+def _add_running_options(group: argparse._ArgumentGroup) -> None:
+    """Tiles, batches and the OpenCV fast path."""
+    group.add_argument(
         "--tile",
         type=tile_int,
         default=None,
         help="tile side in pixels, at least the model's receptive field "
         "(default: chosen from the memory available)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--batch",
         type=batch_size,
         default=1,
         help="folder: filter up to N images of one size together when each fits a tile",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="folder: replace existing outputs (else skipped); image: replace an existing file "
-        "whose name img2img made (-o FOLDER or -o NAME without an extension)",
-    )
-    parser.add_argument(
-        "--overwrite-input",
-        action="store_true",
-        help="allow -o to be the input image or the input folder (refused otherwise)",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=None,
-        help="refuse images of more pixels (default: $IMG2IMG_MAX_PIXELS or 178956970)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--fast",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -103,8 +121,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "exact only away from the borders); --no-fast always runs the network "
         "(default: fold when exact)",
     )
-    add_device(parser)
-    parser.set_defaults(handler=run)
 
 
 def resolve_model_path(path: str | Path) -> Path:

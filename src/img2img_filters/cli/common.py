@@ -147,11 +147,13 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_device(parser: argparse.ArgumentParser, falls_through_to: str | None = None) -> None:
+def add_device(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, falls_through_to: str | None = None
+) -> None:
     """``--device``: auto, cpu, cuda, cuda:N.
 
     Args:
-        parser: The sub-command's parser.
+        parser: The sub-command's parser, or a group of its options.
         falls_through_to: A configuration's default device: the option then defaults to
             ``None`` (the configuration decides) and its help states this value.
     """

@@ -44,12 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "gradient also writes state.pt, from which --resume continues it. "
         "Under torchrun, trains with DistributedDataParallel.",
     )
-    parser.add_argument(
+    _add_data_options(parser.add_argument_group("data", "the photos and the filter to learn"))
+    _add_model_options(parser.add_argument_group("model", "what learns it"))
+    _add_training_options(parser.add_argument_group("training", "the recipe"))
+    engine = parser.add_argument_group("engine", "where and how each step runs")
+    _add_engine_options(engine)
+    add_device(engine, falls_through_to=TRAIN.device)
+    _add_run_options(parser.add_argument_group("run folder and output"))
+    parser.set_defaults(handler=run, validate=validate_train)
+
+
+def _add_data_options(group: argparse._ArgumentGroup) -> None:
+    """The photos, the filter or program that makes the targets, and the split."""
+    group.add_argument(
         "--data",
         default=None,
         help=with_default("samples (built-in photos), tiny-imagenet, or a folder", DATA.data),
     )
-    parser.add_argument(
+    group.add_argument(
         "--filter",
         default=None,
         help=with_default(
@@ -59,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             DATA.filter,
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--targets",
         default=None,
         help=with_default(
@@ -67,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             DATA.targets,
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--teacher-timeout",
         type=positive_float,
         default=None,
@@ -75,12 +87,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "seconds a cmd: filter's program may take per photo", DATA.teacher_timeout
         ),
     )
-    parser.add_argument(
+    group.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help=with_default("use at most this many training images (none: all)", DATA.limit),
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help=with_default("share of photos for validation", DATA.val_fraction),
+    )
+    group.add_argument(
+        "--crop-size",
+        type=crop_size,
+        default=None,
+        help=with_default("side of the crops (at least 7)", DATA.crop_size),
+    )
+    group.add_argument(
+        "--seed",
+        type=seed_int,
+        default=None,
+        help=with_default("seed for the split, random filters and training", DATA.seed),
+    )
+    group.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help=with_default("download Tiny ImageNet if missing", DATA.download),
+    )
+
+
+def _add_model_options(group: argparse._ArgumentGroup) -> None:
+    """The architecture and its options."""
+    group.add_argument(
         "--arch",
         default=None,
         help=with_default("auto, or an architecture from `img2img archs`", MODEL.arch),
     )
-    parser.add_argument(
+    group.add_argument(
         "--option",
         action="append",
         metavar="KEY=VALUE",
@@ -88,25 +134,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "architecture option (repeatable; `img2img archs` lists each one's)", MODEL.options
         ),
     )
-    parser.add_argument(
+
+
+def _add_training_options(group: argparse._ArgumentGroup) -> None:
+    """The training recipe: epochs, batches, learning rate, stopping, loss, time budget."""
+    group.add_argument(
         "--epochs",
         type=epochs_int,
         default=None,
         help=with_default("maximum epochs", TRAIN.max_epochs),
     )
-    parser.add_argument(
+    group.add_argument(
         "--batch-size",
         type=batch_size,
         default=None,
         help=with_default("images per step; auto may choose", TRAIN.batch_size),
     )
-    parser.add_argument(
+    group.add_argument(
         "--lr",
         type=positive_float,
         default=None,
         help=with_default("learning rate; auto may choose", TRAIN.learning_rate),
     )
-    parser.add_argument(
+    group.add_argument(
         "--patience",
         type=patience_int,
         default=None,
@@ -114,43 +164,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "early-stopping patience in epochs (0: off)", TRAIN.early_stopping_patience
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--loss",
         choices=("l1", "mse"),
         default=None,
         help=with_default("training loss; auto may choose", TRAIN.loss),
     )
-    parser.add_argument(
-        "--seed",
-        type=seed_int,
-        default=None,
-        help=with_default("seed for the split, random filters and training", DATA.seed),
-    )
-    parser.add_argument(
-        "--workers",
-        type=workers_int,
-        default=None,
-        help=with_default("processes making batches", TRAIN.num_workers),
-    )
-    parser.add_argument(
-        "--limit",
-        type=positive_int,
-        default=None,
-        help=with_default("use at most this many training images (none: all)", DATA.limit),
-    )
-    parser.add_argument(
-        "--val-fraction",
-        type=fraction,
-        default=None,
-        help=with_default("share of photos for validation", DATA.val_fraction),
-    )
-    parser.add_argument(
-        "--crop-size",
-        type=crop_size,
-        default=None,
-        help=with_default("side of the crops (at least 7)", DATA.crop_size),
-    )
-    parser.add_argument(
+    group.add_argument(
         "--time-budget",
         type=positive_float,
         default=None,
@@ -159,34 +179,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             TRAIN.time_budget,
         ),
     )
-    parser.add_argument(
-        "--download",
-        action="store_true",
+
+
+def _add_engine_options(group: argparse._ArgumentGroup) -> None:
+    """Where and how each step runs: batch workers, precision, memory format, engine."""
+    group.add_argument(
+        "--workers",
+        type=workers_int,
         default=None,
-        help=with_default("download Tiny ImageNet if missing", DATA.download),
+        help=with_default("processes making batches", TRAIN.num_workers),
     )
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<time>-<filter>)")
-    parser.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        default=None,
-        help="continue an interrupted run with its own settings; only --epochs (more than "
-        "it asked for also continues a finished run), --time-budget, --device, --workers, "
-        "--no-progress and --no-figures may be given with it, any other option is refused "
-        "(default: none, a new run)",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out (its files are put back if the new run fails)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--amp",
         choices=("bf16",),
         default=None,
         help=with_default("mixed precision (CUDA; none: float32)", TRAIN.amp),
     )
-    parser.add_argument(
+    group.add_argument(
         "--channels-last",
         action="store_true",
         default=None,
@@ -195,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             TRAIN.channels_last,
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--compile",
         action="store_true",
         default=None,
@@ -206,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             TRAIN.compile,
         ),
     )
-    parser.add_argument(
+    group.add_argument(
         "--engine",
         choices=ENGINES,
         default=None,
@@ -216,12 +225,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             TRAIN.engine,
         ),
     )
-    parser.add_argument(
+
+
+def _add_run_options(group: argparse._ArgumentGroup) -> None:
+    """Where the run goes, resuming, and what it shows."""
+    group.add_argument("--out", default=None, help="run folder (default: runs/<time>-<filter>)")
+    group.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue an interrupted run with its own settings; only --epochs (more than "
+        "it asked for also continues a finished run), --time-budget, --device, --workers, "
+        "--no-progress and --no-figures may be given with it, any other option is refused "
+        "(default: none, a new run)",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its files are put back if the new run fails)",
+    )
+    group.add_argument(
         "--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)"
     )
-    parser.add_argument("--no-figures", action="store_true", help="skip figures and report")
-    add_device(parser, falls_through_to=TRAIN.device)
-    parser.set_defaults(handler=run, validate=validate_train)
+    group.add_argument("--no-figures", action="store_true", help="skip figures and report")
 
 
 def default_run_name(filter_spec: str) -> str:

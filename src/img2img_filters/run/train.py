@@ -141,19 +141,10 @@ def train_run(
         )  # fmt: skip
 
 
-def _train(
-    folder: RunFolder,
-    data: DataConfig,
-    model_config: ModelConfig,
-    train: dict[str, Any],
-    resume: bool,
-    figures: bool,
-    writer: bool,
-    device: torch.device,
-    log: Callable[[str], None],
-    show: Callable[[str], None],
-) -> RunResult:
-    started = time.perf_counter()
+def _load_data(
+    data: DataConfig, resume: bool, progress: bool, log: Callable[[str], None]
+) -> tuple[Any, Any, Any]:
+    """The filter (or teacher), the training and the validation datasets; logs one line."""
     # a `cmd:` filter runs only when given in this call; a resumed run's recorded one reads its cache
     filter = None if data.targets else create_filter(data.filter, allow_commands=not resume)
     if isinstance(filter, CommandFilter):
@@ -167,7 +158,7 @@ def _train(
         crop_size=data.crop_size,
         limit=data.limit,
         download=data.download,
-        progress=bool(train.get("progress", True)),
+        progress=progress,
     )
     filter = filter or train_set.filter
     log(
@@ -175,23 +166,45 @@ def _train(
         f"{train_set.image_size[0]}x{train_set.image_size[1]} from {data.data!r}; "
         f"filter {filter.describe()}"
     )
+    return filter, train_set, val_set
+
+
+def _choose(
+    model_config: ModelConfig, filter: Any, train_set: Any, log: Callable[[str], None]
+) -> tuple[AutoChoice | None, str, dict[str, Any]]:
+    """``(auto's choice or None, arch, options)``; ``auto`` logs what it chose and why."""
+    if model_config.arch != "auto":
+        return None, model_config.arch, dict(model_config.options)
+    choice = choose_arch(filter, train_set)
+    if choice.probe_line:
+        log(choice.probe_line)
+    log(f"arch auto: {choice.reason}")
+    if choice.method == "exact" and model_config.options:  # they would be ignored
+        raise ValueError(
+            f"options {sorted(model_config.options)}: arch auto fits {filter.describe()} "
+            f"exactly ({choice.reason}) and takes no options; name an architecture "
+            f"(e.g. ModelConfig(arch={choice.arch!r}, ...)) to set them"
+        )
+    return choice, choice.arch, {**choice.options, **model_config.options}
+
+
+def _train(
+    folder: RunFolder,
+    data: DataConfig,
+    model_config: ModelConfig,
+    train: dict[str, Any],
+    resume: bool,
+    figures: bool,
+    writer: bool,
+    device: torch.device,
+    log: Callable[[str], None],
+    show: Callable[[str], None],
+) -> RunResult:
+    started = time.perf_counter()
+    filter, train_set, val_set = _load_data(data, resume, bool(train.get("progress", True)), log)
     if writer:
         folder.write_json(CONFIG_FILE, config_record(data, model_config, train))
-    choice = None
-    if model_config.arch == "auto":
-        choice = choose_arch(filter, train_set)
-        if choice.probe_line:
-            log(choice.probe_line)
-        log(f"arch auto: {choice.reason}")
-        if choice.method == "exact" and model_config.options:  # they would be ignored
-            raise ValueError(
-                f"options {sorted(model_config.options)}: arch auto fits {filter.describe()} "
-                f"exactly ({choice.reason}) and takes no options; name an architecture "
-                f"(e.g. ModelConfig(arch={choice.arch!r}, ...)) to set them"
-            )
-        arch, options = choice.arch, {**choice.options, **model_config.options}
-    else:
-        arch, options = model_config.arch, dict(model_config.options)
+    choice, arch, options = _choose(model_config, filter, train_set, log)
     metadata = {
         "filter": filter.canonical,
         "data": data.data,

@@ -69,6 +69,15 @@ def _bar(total: int, method: str, progress: bool) -> Any:
     )
 
 
+def _check_polish(steps: object, images: object, seconds: object) -> None:
+    """The options both polishes share: positive ``steps`` and ``images``, a time limit."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ValueError(f"images must be a positive integer; got {images!r}")
+    check_seconds(seconds)
+
+
 class _DeadlineError(Exception):
     """Raised inside the L-BFGS objective when the polish runs out of time."""
 
@@ -119,11 +128,7 @@ def lbfgs_refine(
         ``model.refine_report`` holds it as a dict too, for older callers.
     """
     started = time.perf_counter()
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ValueError(f"images must be a positive integer; got {images!r}")
-    check_seconds(seconds)
+    _check_polish(steps, images, seconds)
     device = resolve_device(device)
     model.to(device)
     chunks = list(iter_batches(dataset, batch_size, device, images))
@@ -201,6 +206,76 @@ def lbfgs_refine(
     return report
 
 
+class _FlatObjective:
+    """The MSE of a model over some photos, as a function of its parameters in one flat vector.
+
+    Args:
+        model: The model (its trainable parameters are the unknowns).
+        chunks: ``(input, target)`` photo batches, in the model's dtype and device.
+    """
+
+    def __init__(self, model: nn.Module, chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.model, self.chunks = model, chunks
+        self.params = dict(model.named_parameters())
+        self.names = [name for name, p in model.named_parameters() if p.requires_grad]
+        self.shapes = [self.params[name].shape for name in self.names]
+        self.sizes = [self.params[name].numel() for name in self.names]
+        self.count = sum(self.sizes)
+        self.pixels = sum(y.numel() for _, y in chunks)
+
+    def start(self) -> torch.Tensor:
+        """The model's parameters now, flattened ``(count,)``."""
+        return torch.cat([self.params[name].detach().flatten() for name in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: tensor}`` views of ``flat``."""
+        parts = zip(self.names, flat.split(self.sizes), self.shapes, strict=True)
+        return {name: part.view(shape) for name, part, shape in parts}
+
+    def outputs(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The model's outputs for ``x`` with the parameters ``flat``, flattened."""
+        return functional_call(self.model, self.unflatten(flat), (x,)).flatten()
+
+    def loss(self, flat: torch.Tensor) -> float:
+        """The MSE over every pixel of every chunk."""
+        with torch.no_grad():
+            total = sum(
+                float((self.outputs(flat, x) - y.flatten()).square().sum()) for x, y in self.chunks
+            )
+        return total / self.pixels
+
+    def normal_equations(
+        self, flat: torch.Tensor, block: int, out_of_time: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``J^T J`` ``(count, count)`` and ``J^T r`` ``(count,)`` at ``flat``, on the CPU.
+
+        ``J`` is made by forward-mode differentiation, ``block`` photos at a time;
+        ``out_of_time()`` is asked before each block and stops the step with
+        :class:`_DeadlineError`.
+        """
+        device = flat.device
+        normal = torch.zeros(self.count, self.count, dtype=torch.float64, device=device)
+        gradient = torch.zeros(self.count, dtype=torch.float64, device=device)
+        for first in range(0, len(self.chunks), block):
+            if out_of_time():
+                raise _DeadlineError
+            x = torch.cat([c[0] for c in self.chunks[first : first + block]])
+            y = torch.cat([c[1] for c in self.chunks[first : first + block]]).flatten()
+            jacobian = jacfwd(self.outputs)(flat, x)  # (pixels, parameters)
+            with torch.no_grad():
+                residual = self.outputs(flat, x) - y
+            normal.addmm_(jacobian.T, jacobian)
+            gradient.addmv_(jacobian.T, residual)
+        # The small damped system is solved on the CPU: the "gelsd" driver exists only there.
+        return normal.cpu(), gradient.cpu()
+
+    def write(self, flat: torch.Tensor) -> None:
+        """Set the model's parameters to ``flat``."""
+        with torch.no_grad():
+            for name, value in self.unflatten(flat).items():
+                self.params[name].copy_(value)
+
+
 #: Levenberg-Marquardt damping tried in turn, as fractions of the mean curvature.
 _DAMPING = (0.0, 1e-6, 1e-4, 1e-2, 1.0)
 
@@ -248,74 +323,37 @@ def gauss_newton(
         older callers.
     """
     started = time.perf_counter()
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ValueError(f"images must be a positive integer; got {images!r}")
-    check_seconds(seconds)
+    _check_polish(steps, images, seconds)
     device = resolve_device(device)
     own_dtype = next(model.parameters()).dtype
     model.to(device=device, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
-    params = dict(model.named_parameters())
-    shapes = [params[name].shape for name in names]
-    sizes = [params[name].numel() for name in names]
-    count = sum(sizes)
     chunks = [
         (x.to(torch.float64), y.to(torch.float64))
         for x, y in iter_batches(dataset, 1, device, images)
     ]
-    pixels = sum(y.numel() for _, y in chunks)
-
-    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {
-            name: part.view(shape)
-            for name, part, shape in zip(names, flat.split(sizes), shapes, strict=True)
-        }
-
-    def outputs(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, unflatten(flat), (x,)).flatten()
-
-    def loss_of(flat: torch.Tensor) -> float:
-        with torch.no_grad():
-            total = sum(float((outputs(flat, x) - y.flatten()).square().sum()) for x, y in chunks)
-        return total / pixels
-
-    flat = torch.cat([params[name].detach().flatten() for name in names])
-    losses = [loss_of(flat)]
+    objective = _FlatObjective(model, chunks)
+    flat = objective.start()
+    losses = [objective.loss(flat)]
     stopped = "steps"
-    per_photo = max(1, chunks[0][1].numel()) * count
-    block = max(1, max_elements // per_photo)
-    identity = torch.eye(count, dtype=torch.float64)
+    block = max(1, max_elements // (max(1, chunks[0][1].numel()) * objective.count))
+    identity = torch.eye(objective.count, dtype=torch.float64)
     bar = _bar(steps, "gauss-newton", progress)
 
-    def out_of_time() -> bool:
-        return seconds is not None and time.perf_counter() - started > seconds
+    def out_of_time() -> bool:  # the first step is always taken
+        late = seconds is not None and time.perf_counter() - started > seconds
+        return len(losses) > 1 and late
 
     try:
         for _ in range(steps):
-            normal = torch.zeros(count, count, dtype=torch.float64, device=device)
-            gradient = torch.zeros(count, dtype=torch.float64, device=device)
-            for first in range(0, len(chunks), block):
-                if len(losses) > 1 and out_of_time():  # the first step is always taken
-                    raise _DeadlineError
-                x = torch.cat([c[0] for c in chunks[first : first + block]])
-                y = torch.cat([c[1] for c in chunks[first : first + block]]).flatten()
-                jacobian = jacfwd(outputs)(flat, x)  # (pixels, parameters)
-                with torch.no_grad():
-                    residual = outputs(flat, x) - y
-                normal.addmm_(jacobian.T, jacobian)
-                gradient.addmv_(jacobian.T, residual)
-            # The small damped system is solved on the CPU: the "gelsd" driver exists only there.
-            normal, gradient = normal.cpu(), gradient.cpu()
+            normal, gradient = objective.normal_equations(flat, block, out_of_time)
             scale = float(normal.diagonal().mean())
             for damping in _DAMPING:  # Gauss-Newton first, then Levenberg-Marquardt
                 matrix = normal + damping * scale * identity
                 solution = torch.linalg.lstsq(matrix, gradient, rcond=1e-13, driver="gelsd")
                 step = solution.solution.to(flat.device)
-                loss = loss_of(flat - step)
+                loss = objective.loss(flat - step)
                 if loss < losses[-1]:
                     break
             else:
@@ -329,9 +367,7 @@ def gauss_newton(
         stopped = "time"
     finally:
         bar.close()
-        with torch.no_grad():
-            for name, value in unflatten(flat).items():
-                params[name].copy_(value)
+        objective.write(flat)
         model.to(own_dtype)
         model.train(was_training)
     report = RefineReport(
