@@ -220,6 +220,7 @@ def _curve(values: Sequence[float] | None) -> np.ndarray:
     return np.asarray(list(values or []), dtype=np.float64)
 
 
+# Over 80 lines only for its docstring.
 def plot_loss_comparison(
     curves: Mapping[str, tuple[Sequence[float] | None, Sequence[float] | None]],
     path: str | os.PathLike[str] | None = None,

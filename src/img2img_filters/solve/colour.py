@@ -132,6 +132,40 @@ def _accumulate(
         cross.index_add_(0, index.flatten(), contribution.reshape(-1, target.shape[0]))
 
 
+def _solve_table(
+    gram: torch.Tensor,
+    cross: torch.Tensor,
+    sum_yy: torch.Tensor,
+    pixels: int,
+    smoothness: float,
+    curve_size: int,
+    size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve the table's normal equations (smoothed, with a tiny ridge).
+
+    Returns:
+        The unknowns ``theta`` ``(unknowns, C)`` and the mean squared residual per
+        output channel ``(C,)`` on the fitted pixels.
+    """
+    data_gram = gram / pixels
+    rhs = cross / pixels
+    matrix = data_gram.clone()
+    if smoothness:
+        _add_smoothness(matrix, curve_size, size, float(smoothness))
+    scale = float(matrix.diagonal().mean())
+    matrix.diagonal().add_(_RIDGE * max(scale, 1e-300))
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if int(info) == 0:
+        theta = torch.cholesky_solve(rhs, factor)
+    else:  # not positive definite in floating point: the least-squares solution all the same
+        theta = torch.linalg.lstsq(matrix.cpu(), rhs.cpu(), driver="gelsd").solution
+        theta = theta.to(matrix.device)
+    energy = sum_yy / pixels
+    residual = energy - 2 * (theta * rhs).sum(0) + (theta * (data_gram @ theta)).sum(0)
+    return theta, residual.clamp_min(0.0)
+
+
+# Over 80 lines for its docstring and its argument checks; the solve is _solve_table.
 def fit_lut(
     dataset: Any,
     *,
@@ -216,22 +250,8 @@ def fit_lut(
         images += y.shape[0]
     if cross is None or sum_yy is None or pixels == 0:
         raise ValueError("fit_lut: the dataset gave no pixel to fit")
-    data_gram = gram / pixels
-    rhs = cross / pixels
-    matrix = data_gram.clone()
-    if smoothness:
-        _add_smoothness(matrix, curve_size, size, float(smoothness))
-    scale = float(matrix.diagonal().mean())
-    matrix.diagonal().add_(_RIDGE * max(scale, 1e-300))
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if int(info) == 0:
-        theta = torch.cholesky_solve(rhs, factor)
-    else:  # not positive definite in floating point: the least-squares solution all the same
-        theta = torch.linalg.lstsq(matrix.cpu(), rhs.cpu(), driver="gelsd").solution
-        theta = theta.to(matrix.device)
+    theta, residual = _solve_table(gram, cross, sum_yy, pixels, smoothness, curve_size, size)
     energy = sum_yy / pixels
-    residual = energy - 2 * (theta * rhs).sum(0) + (theta * (data_gram @ theta)).sum(0)
-    residual = residual.clamp_min(0.0)
     model = create_img2img_model(3, cross.shape[1], "lut3d", size=size, curve_size=curve_size)
     model.set_parameter_vector(theta.T.float().cpu())
     model.fit_report = {
