@@ -13,13 +13,20 @@ verdict    choice
 linear     the exact least-squares fit, kernel ``2r + 1`` from the probe's radius ``r`` (a
            3->3 colour matrix when ``r`` is 0 and the outputs are RGB; at most
            :data:`MAX_EXACT_KERNEL` when the support is unbounded or wider)
-pointwise  ``lut3d`` (a 3D lookup table) when registered, else ``pixelmlp``, else a 1x1
-           ``neighbourhood`` network (linear colour features, their absolute values, an MLP)
-local      radius ``r`` with ``2r + 1 <=`` :data:`LOCAL_WINDOW_MAX`: ``neighbourhood`` with window
-           ``2r + 1``, the window in place, sorted and absolute, MLP 64x2 (the general form of
-           the rank and bilateral recipes); wider: as global, features ``2r - 1`` wide
-global     ``neighbourhood``: 8 linear features of a 9x9 support, their 3x3 window in place and
-           absolute, MLP 64x2 (``can`` trains too few steps under a CPU budget: see the code)
+pointwise  the exact clipped fit of a colour matrix when the teacher is one up to clipping
+           (:mod:`img2img_filters.auto.clipped`); else ``lut3d`` (a 3D lookup table) when
+           registered, else ``pixelmlp``, else a 1x1 ``neighbourhood`` network (linear colour
+           features, their absolute values, an MLP)
+local      the exact clipped fit of a ``2r + 1`` kernel when the teacher is linear up to
+           clipping; else, radius ``r`` with ``2r + 1 <=`` :data:`LOCAL_WINDOW_MAX`:
+           ``neighbourhood`` with window ``2r + 1``, the window in place, sorted and absolute,
+           MLP 64x2 (the general form of the rank and bilateral recipes); wider: features
+           ``2r - 1`` wide, as global but without the histograms
+global     the exact clipped fit of a colour matrix plus the photo's mean colour when it holds
+           (:mod:`img2img_filters.auto.clipped`); else ``neighbourhood``: 8 linear features of a
+           9x9 support, their 3x3 window in place and absolute, the photo's histograms
+           (``histogram``: each pixel's rank, the quantiles), MLP 64x2 (``can`` trains too
+           few steps under a CPU budget: see the code)
 =========  ====================================================================================
 """
 
@@ -242,8 +249,10 @@ def _gradient_choice(verdict: str, radius: int | None, channels: int, border: st
         "features": max(8, channels),
         "feature_size": size,
         "border": border,
+        "histogram": verdict == "global",
     }
     what = "global operator" if verdict == "global" else f"local operator of radius {radius}"
+    photo = ", the photo's histograms (each pixel's rank, quantiles)" if verdict == "global" else ""
     return AutoChoice(
         "gradient",
         "neighbourhood",
@@ -251,7 +260,7 @@ def _gradient_choice(verdict: str, radius: int | None, channels: int, border: st
         {**GRADIENT_TRAIN, "learning_rate": 3e-3},
         refine,
         reason=f"probed {what}: linear features of a {size}x{size} support, their 3x3 window "
-        "(in place and absolute) and an MLP",
+        f"(in place and absolute){photo} and an MLP",
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from img2img_filters.border import check_border, pad2d
+from img2img_filters.models.histogram import histogram_feature_count, histogram_features
 from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
@@ -79,9 +80,16 @@ class NeighbourhoodNet(nn.Module):
         activation: One of :data:`~img2img_filters.models.structured.ACTIVATIONS`.
         border: How the image is extended, for the features and the window (OpenCV's names;
             match the target's).
+        histogram: Give the head what the whole photo's histograms say of each pixel too
+            (:func:`~img2img_filters.models.histogram.histogram_features`: its rank in
+            the photo's red, green, blue and gray, and their quantiles and means), for
+            global operators (auto-levels, normalisation, equalisation). The model then
+            reads the whole photo (``whole_image``), so inference does not tile it.
     """
 
     is_linear = False
+    #: Whether an output depends on the whole photo (``histogram``): no tiling then.
+    whole_image = False
 
     def __init__(
         self,
@@ -98,6 +106,7 @@ class NeighbourhoodNet(nn.Module):
         layers: int = 2,
         activation: str = "relu",
         border: str = "reflect101",
+        histogram: bool = False,
     ) -> None:
         super().__init__()
         check_int("features", features, 1)
@@ -109,6 +118,8 @@ class NeighbourhoodNet(nn.Module):
         check_bool("sort", sort)
         check_bool("absolute", absolute)
         check_bool("relative", relative)
+        self.histogram = check_bool("histogram", histogram)
+        self.whole_image = self.histogram
         if not (values or absolute or sort):
             raise ValueError(
                 "values, absolute and sort cannot all be False: the head would see nothing"
@@ -125,7 +136,8 @@ class NeighbourhoodNet(nn.Module):
         self.features = BorderConv2d(in_channels, features, feature_size, border)
         taps = window * window
         in_place = int(values) + int(absolute)  # parts that keep the window's order
-        inputs = features * taps * (in_place + int(sort))
+        extra = histogram_feature_count(in_channels) if histogram else 0
+        inputs = features * taps * (in_place + int(sort)) + extra
         self.linear = nn.Linear(inputs, out_channels)
         mlp: list[nn.Module] = []
         channels = inputs - features * in_place * int(relative)  # the centre minus itself
@@ -192,6 +204,9 @@ class NeighbourhoodNet(nn.Module):
         window = self.windows(x)
         sorted_window = window.sort(dim=-1).values if self.sort else None
         inputs = self._inputs(window, sorted_window)
+        photo = histogram_features(x) if self.histogram else None
+        if photo is not None:
+            inputs = torch.cat([inputs, photo], dim=-1)
         out = self.linear(inputs)
         if len(self.mlp):
             z = inputs
@@ -202,6 +217,8 @@ class NeighbourhoodNet(nn.Module):
                 z = self._inputs(
                     around - centre, None if sorted_window is None else sorted_window - centre
                 )
+                if photo is not None:
+                    z = torch.cat([z, photo], dim=-1)
             out = out + self.mlp(z)
         return out.permute(0, 3, 1, 2)
 
