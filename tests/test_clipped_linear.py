@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from img2img_filters import apply_filter
+from img2img_filters import apply_filter, load_model
 from img2img_filters.auto import choose_arch
 from img2img_filters.data import load_filtered_dataset
 from img2img_filters.export import check_onnx, export_onnx
@@ -233,5 +233,7 @@ def test_a_contrast_change_about_the_mean_is_fitted_exactly_and_never_tiled(
     tiled = apply_filter(photo, result.model, tile=16)  # ignored: the model reads the photo
     assert np.array_equal(whole, tiled)
     assert np.abs(np.round(whole * 255) - contrast_about_the_mean(photo)).max() <= 1
+    reloaded = load_model(result.folder)  # the mean's map is saved and read back
+    assert reloaded.image_mean and np.array_equal(apply_filter(photo, reloaded), whole)
     path = export_onnx(result.model, tmp_path / "contrast.onnx")
     assert check_onnx(result.model, path) <= 1e-5
