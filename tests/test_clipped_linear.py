@@ -237,3 +237,11 @@ def test_a_contrast_change_about_the_mean_is_fitted_exactly_and_never_tiled(
     assert reloaded.image_mean and np.array_equal(apply_filter(photo, reloaded), whole)
     path = export_onnx(result.model, tmp_path / "contrast.onnx")
     assert check_onnx(result.model, path) <= 1e-5
+
+
+def test_photos_too_small_for_the_kernel_fall_back_to_a_network() -> None:
+    """A 21x21 clipped fit of 16x16 photos has no pixel to fit: auto goes on without it."""
+    teacher = CallableFilter(lambda photo: cv2.medianBlur(photo, 21))
+    train_set, _ = load_filtered_dataset(filter=teacher, limit=4, crop_size=16)
+    choice = choose_arch(teacher, train_set)
+    assert choice.arch != "clipped_linear" and choice.method == "gradient"

@@ -10,9 +10,9 @@ measures it on others, away from the border; when its RMS error is within one
 8-bit step of the output span (:data:`CLIPPED_TOLERANCE`), the exact fit is
 chosen. A global operator is tried as a colour matrix plus a linear map of the
 photo's mean colour (a contrast change about the mean, as Pillow's
-``ImageEnhance.Contrast`` makes). :func:`match_clipped_border` then picks the border extension, and
-whether the tool leaves the photo's outermost pixels as they were (Pillow's
-kernel filters do), by the error over whole photos.
+``ImageEnhance.Contrast`` makes). :func:`match_clipped_border` then picks the
+border extension, and whether the tool leaves the photo's outermost pixels as
+they were (Pillow's kernel filters do), by the error over whole photos.
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
     clip = _clip_range(report)
     if size > MAX_CLIPPED_KERNEL or clip is None or not hasattr(dataset, "batch"):
         return None
-    fitted = fit_linear(dataset, size, clip=clip, max_images=FIT_PHOTOS, image_mean=image_mean)
+    try:
+        fitted = fit_linear(dataset, size, clip=clip, max_images=FIT_PHOTOS, image_mean=image_mean)
+    except ValueError:  # photos too small for the kernel, every target clipped: not this kind
+        return None
     inputs, targets = dataset.batch(_check_positions(dataset), "cpu")
     with torch.no_grad():
         outputs = fitted(inputs)
