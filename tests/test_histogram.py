@@ -62,16 +62,34 @@ def test_a_histogram_model_reads_the_whole_photo() -> None:
     assert far_local == 0 and far_photo > 1e-3
 
 
-def test_a_histogram_model_is_never_tiled_and_exports(tmp_path: Path) -> None:
+def test_a_histogram_model_is_tiled_with_the_whole_photos_statistics(tmp_path: Path) -> None:
     model = create_img2img_model(3, 3, "neighbourhood", features=2, histogram=True)
     with torch.no_grad():
         model.mlp[-1].weight.normal_()
+    sides: list[tuple[int, int]] = []
+    model.register_forward_pre_hook(lambda _, args: sides.append(tuple(args[0].shape[-2:])))
     image = (_photos_8bit(1, 70, 90)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     whole = apply_filter(image, model)
-    tiled = apply_filter(image, model, tile=16)  # ignored: every output reads the whole photo
-    np.testing.assert_array_equal(whole, tiled)
+    assert sides == [(70, 90)]
+    sides.clear()
+    tiled = apply_filter(image, model, tile=16)
+    assert len(sides) > 1 and max(max(side) for side in sides) <= 16 + 2  # tile and halo
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-6)
     path = export_onnx(model, tmp_path / "histogram.onnx")
     assert check_onnx(model, path) <= 1e-5
+
+
+def test_statistics_of_strips_add_up_to_the_photos() -> None:
+    model = create_img2img_model(3, 3, "neighbourhood", histogram=True)
+    x = _photos_8bit(2, 30, 17)
+    parts = model.photo_statistics(x[..., :11, :]) + model.photo_statistics(x[..., 11:, :])
+    torch.testing.assert_close(parts, model.photo_statistics(x), rtol=0, atol=1e-9)
+    torch.testing.assert_close(
+        histogram_features(x[..., 5:20, 3:9], statistics=parts),
+        histogram_features(x)[:, 5:20, 3:9],
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def equalize(photo: np.ndarray) -> np.ndarray:

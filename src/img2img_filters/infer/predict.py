@@ -96,10 +96,13 @@ class Predictor:
         self.device = resolve_device(device)
         borders = model_borders(model)
         self.wrap = "wrap" in borders
-        # A wrap border mixed with another one has no exact halo, and a model that reads the
-        # whole photo (e.g. its mean colour) has none either: such models run untiled.
+        # A model that reads the whole photo (its mean colour, its histograms) is tiled when it
+        # can sum what it reads over strips first (`photo_statistics`), else it runs untiled;
+        # so does a wrap border mixed with another one, which has no exact halo.
         whole_image = bool(getattr(model, "whole_image", False))
-        self.tiled = not (self.wrap and len(borders) > 1) and not whole_image
+        self.gathers = whole_image and callable(getattr(model, "photo_statistics", None))
+        self.tiled = not (self.wrap and len(borders) > 1) and (self.gathers or not whole_image)
+        self._statistics: torch.Tensor | None = None  # the photo's, while one is filtered
         use_fast = folds_exactly(model) if fast is None else fast
         self.folded: FoldedFilter | None = FoldedFilter.from_model(model) if use_fast else None
         self.network: nn.Module | None = None
@@ -126,7 +129,10 @@ class Predictor:
         """``(B, h, w, C)`` crops -> ``(B, h, w, C_out)`` float32 through the network."""
         with torch.inference_mode():
             batch = crops_to_tensor(crops, device=self.device, channels_last=self.channels_last)
-            output = self.network(batch)
+            if self._statistics is None:
+                output = self.network(batch)
+            else:  # a tile of a photo whose statistics were gathered first
+                output = self.network(batch, statistics=self._statistics)
             return output.float().permute(0, 2, 3, 1).cpu().numpy()
 
     def _process(self, crop: np.ndarray) -> np.ndarray:
@@ -148,14 +154,30 @@ class Predictor:
         image = check_image(image)
         height, width = image.shape[:2]
         halo = self.folded.halo if self.folded is not None else (self.halo, self.halo)
-        return run_tiled(
-            image,
-            self._process,
-            tile=self._tile_shape(height, width),
-            halo=halo,
-            wrap=self.wrap,
-            progress=progress,
-        )
+        if self.gathers and self.network is not None:
+            self._statistics = self._photo_statistics(image)
+        try:
+            return run_tiled(
+                image,
+                self._process,
+                tile=self._tile_shape(height, width),
+                halo=halo,
+                wrap=self.wrap,
+                progress=progress,
+            )
+        finally:
+            self._statistics = None
+
+    def _photo_statistics(self, image: np.ndarray) -> torch.Tensor:
+        """The model's ``photo_statistics`` of a whole image ``(1, S)``, summed strip by strip."""
+        rows = max(1, FAST_STRIP_BYTES // (4 * image.shape[1] * 3))
+        total = None
+        with torch.inference_mode():
+            for top in range(0, image.shape[0], rows):
+                strip = crops_to_tensor(image[None, top : top + rows], device=self.device)
+                part = self.network.photo_statistics(strip)
+                total = part if total is None else total + part
+        return total
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Filter a stack of images of one size; in one forward pass when they fit a tile.

@@ -16,8 +16,9 @@ copies the input there.
 A contrast or brightness change about the photo's mean (Pillow's
 ``ImageEnhance.Contrast``) is linear too, but global: each output moves with the
 mean of the whole photo. ``image_mean`` adds a learnt linear map of the photo's
-mean colour to every output; such a model sees the whole photo at once
-(``whole_image``), so inference does not cut it into tiles.
+mean colour to every output; such a model reads the whole photo
+(``whole_image``): inference sums its :meth:`ClippedLinearNet.photo_statistics`
+strip by strip, then filters it tile by tile with them.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ClippedLinearNet(LinearNet):
     """
 
     is_linear = False
-    #: Whether an output depends on the whole photo (``image_mean``): no tiling then.
+    #: Whether an output depends on the whole photo (``image_mean``): see ``photo_statistics``.
     whole_image = False
 
     def __init__(
@@ -107,11 +108,36 @@ class ClippedLinearNet(LinearNet):
         if self.image_mean:
             self.mean_weight = nn.Parameter(torch.zeros(out_channels, in_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in, H, W)`` -> ``(B, out, H, W)``, in ``[low, high]``."""
+    def photo_statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``image_mean`` reads of the whole photo, as sums over its pixels.
+
+        Args:
+            x: Photos or parts of them ``(B, in, H, W)``.
+
+        Returns:
+            ``(B, in + 1)`` float64: the sum of each channel, then the number of pixels;
+            the sum over the parts of a photo is the photo's, for :meth:`forward` on its
+            tiles.
+        """
+        sums = x.double().sum(dim=(2, 3))
+        pixels = torch.ones_like(x[:, :1]).double().sum(dim=(2, 3))  # not a traced constant
+        return torch.cat([sums, pixels], dim=1)
+
+    def forward(self, x: torch.Tensor, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, in, H, W)`` -> ``(B, out, H, W)``, in ``[low, high]``.
+
+        Args:
+            x: Photos, or tiles of them with ``statistics``.
+            statistics: With ``image_mean``: the whole photos' :meth:`photo_statistics`
+                ``(B, in + 1)``; ``None``: the mean colour of ``x``.
+        """
         out = self.layers(x)
         if self.image_mean:
-            out = out + (x.mean(dim=(2, 3)) @ self.mean_weight.T)[:, :, None, None]
+            if statistics is None:
+                mean = x.mean(dim=(2, 3))
+            else:
+                mean = (statistics[:, :-1] / statistics[:, -1:]).to(x.dtype)
+            out = out + (mean @ self.mean_weight.T)[:, :, None, None]
         out = out.clamp(self.low, self.high)
         e = self.keep_edge
         if not e or x.shape[-2] <= 2 * e or x.shape[-1] <= 2 * e:

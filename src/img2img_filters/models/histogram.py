@@ -15,13 +15,17 @@ histograms of the photo's red, green, blue and gray (the mean of the channels):
 The histograms have ``bins`` bins over [0, 1] (256: exact for 8-bit photos) and
 are made with ``scatter_add`` and ``cumsum``, which export to ONNX. The features
 take no gradient (they are counts); a network learns what to do with them.
+
+A photo too large to filter at once is filtered in tiles: its
+:func:`histogram_statistics` (counts and sums) are gathered strip by strip
+first, and each tile's features are read from them, so the result is the same.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["QUANTILES", "histogram_feature_count", "histogram_features"]
+__all__ = ["QUANTILES", "histogram_feature_count", "histogram_features", "histogram_statistics"]
 
 #: The quantiles of each histogram given to every pixel.
 QUANTILES = (0.01, 0.02, 0.05, 0.25, 0.5, 0.75, 0.95, 0.98, 0.99)
@@ -33,32 +37,66 @@ def histogram_feature_count(in_channels: int) -> int:
     return histograms * (2 + len(QUANTILES))
 
 
-def histogram_features(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+def histogram_statistics(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """The photo's histograms as sums that add up over parts of it (tiles, strips).
+
+    Args:
+        x: Photos or parts of them ``(B, C, H, W)``, values in [0, 1] (others count in the
+            end bins).
+        bins: Bins of each histogram over [0, 1].
+
+    Returns:
+        ``(B, K * bins + K + 1)`` float64 with ``K = C + 1`` (the channels and their gray):
+        the counts of each histogram, the sum of its values, and the number of pixels.
+        The statistics of a whole photo are the sum of its parts'.
+    """
+    b = x.shape[0]
+    with torch.no_grad():
+        values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).double()  # (B, K, H, W)
+        k = values.shape[1]
+        index = (values.clamp(0.0, 1.0) * (bins - 1)).round().long().flatten(2)  # (B, K, N)
+        counts = torch.zeros(b, k, bins, dtype=values.dtype, device=values.device)
+        counts = counts.scatter_add(2, index, torch.ones_like(values.flatten(2)))
+        sums = values.sum(dim=(2, 3))
+        # counted from the data, not the shape: an ONNX export keeps it for every size
+        pixels = torch.ones_like(values[:, :1]).sum(dim=(2, 3))
+        return torch.cat([counts.flatten(1), sums, pixels], dim=1)
+
+
+def histogram_features(
+    x: torch.Tensor, bins: int = 256, statistics: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each pixel's rank in the photo's histograms, and the photo's quantiles and means.
 
     Args:
-        x: Photos ``(B, C, H, W)``, values in [0, 1] (others count in the end bins).
+        x: Photos ``(B, C, H, W)``, values in [0, 1] (others count in the end bins), or
+            tiles of them when ``statistics`` are given.
         bins: Bins of each histogram over [0, 1].
+        statistics: The whole photos' :func:`histogram_statistics` ``(B, K * bins + K + 1)``
+            (gathered part by part); ``None``: those of ``x``.
 
     Returns:
         ``(B, H, W, (C + 1) * (2 + len(QUANTILES)))``, channels last: for each of the
         ``C`` channels and their gray, the pixel's rank (in [0, 1]), then for each the
         quantiles (values in [0, 1]) and the mean, repeated at every pixel.
     """
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
+    k = c + 1
     with torch.no_grad():
-        values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).float()  # (B, K, H, W)
-        k = values.shape[1]
+        if statistics is None:
+            statistics = histogram_statistics(x, bins)
+        statistics = statistics.to(torch.float64)
+        counts = statistics[:, : k * bins].view(b, k, bins)
+        sums, pixels = statistics[:, k * bins : k * bins + k], statistics[:, -1:]
+        cdf = counts.cumsum(dim=2) / pixels.unsqueeze(2)  # the share in each bin or below it
+        values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).double()
         index = (values.clamp(0.0, 1.0) * (bins - 1)).round().long().flatten(2)  # (B, K, N)
-        counts = torch.zeros(b, k, bins, dtype=values.dtype, device=values.device)
-        counts = counts.scatter_add(2, index, torch.ones_like(values.flatten(2)))
-        cdf = counts.cumsum(dim=2) / (h * w)  # the share of values in each bin or below it
         rank = cdf.gather(2, index).view(b, k, h, w)
-        levels = torch.tensor(QUANTILES, dtype=values.dtype, device=values.device)
+        levels = torch.tensor(QUANTILES, dtype=cdf.dtype, device=cdf.device)
         # the q-quantile: the first bin whose cumulative share reaches q
         below = (cdf.unsqueeze(2) < levels.view(1, 1, -1, 1)).sum(dim=3)  # (B, K, Q)
-        quantiles = below.to(values.dtype) / (bins - 1)
-        means = values.mean(dim=(2, 3))  # (B, K)
+        quantiles = below.to(cdf.dtype) / (bins - 1)
+        means = sums / pixels  # (B, K)
         per_photo = torch.cat([quantiles, means.unsqueeze(2)], dim=2).flatten(1)  # (B, K*(Q+1))
         per_pixel = rank.permute(0, 2, 3, 1)  # (B, H, W, K)
         shared = per_photo[:, None, None, :].expand(b, h, w, per_photo.shape[1])

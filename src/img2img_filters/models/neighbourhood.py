@@ -22,7 +22,11 @@ import torch
 from torch import nn
 
 from img2img_filters.border import check_border, pad2d
-from img2img_filters.models.histogram import histogram_feature_count, histogram_features
+from img2img_filters.models.histogram import (
+    histogram_feature_count,
+    histogram_features,
+    histogram_statistics,
+)
 from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
@@ -84,11 +88,12 @@ class NeighbourhoodNet(nn.Module):
             (:func:`~img2img_filters.models.histogram.histogram_features`: its rank in
             the photo's red, green, blue and gray, and their quantiles and means), for
             global operators (auto-levels, normalisation, equalisation). The model then
-            reads the whole photo (``whole_image``), so inference does not tile it.
+            reads the whole photo (``whole_image``): inference gathers its
+            :meth:`photo_statistics` strip by strip, then filters it tile by tile with them.
     """
 
     is_linear = False
-    #: Whether an output depends on the whole photo (``histogram``): no tiling then.
+    #: Whether an output depends on the whole photo (``histogram``): see :meth:`photo_statistics`.
     whole_image = False
 
     def __init__(
@@ -199,12 +204,30 @@ class NeighbourhoodNet(nn.Module):
         z = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         return z.permute(0, 2, 3, 1, 4).flatten(3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in, H, W)`` -> ``(B, out, H, W)``."""
+    def photo_statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``histogram`` reads of the whole photo, as sums over its pixels.
+
+        Args:
+            x: Photos or parts of them ``(B, in, H, W)``.
+
+        Returns:
+            :func:`~img2img_filters.models.histogram.histogram_statistics` ``(B, S)``; the
+            sum over the parts of a photo is the photo's, for :meth:`forward` on its tiles.
+        """
+        return histogram_statistics(x)
+
+    def forward(self, x: torch.Tensor, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, in, H, W)`` -> ``(B, out, H, W)``.
+
+        Args:
+            x: Photos, or tiles of them with ``statistics``.
+            statistics: With ``histogram``: the whole photos' :meth:`photo_statistics`
+                ``(B, S)``; ``None``: those of ``x``.
+        """
         window = self.windows(x)
         sorted_window = window.sort(dim=-1).values if self.sort else None
         inputs = self._inputs(window, sorted_window)
-        photo = histogram_features(x) if self.histogram else None
+        photo = histogram_features(x, statistics=statistics) if self.histogram else None
         if photo is not None:
             inputs = torch.cat([inputs, photo], dim=-1)
         out = self.linear(inputs)
