@@ -6,8 +6,9 @@ For each operator of :mod:`third_party` (a ``cmd:`` program or a Python callable
   (as ``--arch auto`` runs it on a teacher it does not know; see
   :mod:`img2img_filters.auto.probed`);
 * **auto**: ``train_run`` with ``arch="auto"`` and ``time_budget=BUDGET``: what
-  the probe's verdict chose (the exact linear fit, a 1x1 network or lookup
-  table, a neighbourhood network, ``can``);
+  the probe's verdict chose (the exact linear fit; the exact clipped linear fit
+  of a teacher that is linear up to clipping; a lookup table; a neighbourhood
+  network, with the photo's histograms for a global operator);
 * **study**: the study's network ``create_img2img_model(3, C)`` by the study's
   recipe (L1, Adam 1e-3, cosine, batch 128, early stopping 5) under the same budget.
 
