@@ -258,7 +258,7 @@ def fit_auto(
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
     what = "a colour lookup table" if choice.arch == "lut3d" else "its kernel"
-    report = getattr(model, "fit_report", {})
+    report = model.fit_report  # fit_linear and fit_lut always attach it
     stopped = "closed-form least-squares fit"
     if report.get("out_of_time"):
         stopped += f" on the first {report['images']} photos (time budget reached)"
