@@ -21,7 +21,7 @@ from img2img_filters.export import (
     export_torchscript,
     min_input_size,
 )
-from img2img_filters.models import create_img2img_model, list_archs
+from img2img_filters.models import create_img2img_model, get_arch, list_archs
 
 ARCHS = [entry.name for entry in list_archs()]
 SIZES = [(2, 40, 57), (1, 71, 64)]
@@ -44,8 +44,33 @@ def _expected(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
         return model(batch).numpy()
 
 
-@pytest.mark.parametrize("border", [None, "wrap", "reflect"])
-@pytest.mark.parametrize("arch", ARCHS)
+#: Architectures whose models ONNX cannot express for every size (their export refuses).
+NOT_ONNX = [arch for arch in ARCHS if not getattr(get_arch(arch).factory, "exports_to_onnx", True)]
+#: Every architecture that exports to ONNX, with each border it takes.
+ONNX_CASES = [
+    (arch, border)
+    for arch in ARCHS
+    if arch not in NOT_ONNX
+    for border in (None, "wrap", "reflect")
+    if border is None or "border" in get_arch(arch).defaults
+]
+
+
+def test_every_architecture_has_an_onnx_case() -> None:
+    assert {arch for arch, _ in ONNX_CASES} | set(NOT_ONNX) == set(ARCHS)
+    assert NOT_ONNX == ["domain_transform"]
+
+
+@pytest.mark.parametrize("arch", NOT_ONNX)
+def test_onnx_export_refuses_what_it_cannot_express_and_names_torchscript(
+    arch: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match=r"cannot be exported to ONNX.*TorchScript"):
+        export_onnx(_model(arch, None), tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(("arch", "border"), ONNX_CASES)
 def test_onnx_equals_pytorch(arch: str, border: str | None, tmp_path: Path) -> None:
     import onnx
     import onnxruntime

@@ -154,6 +154,12 @@ def export_onnx(
     opset = DEFAULT_OPSET if opset is None else opset
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 11:
         raise ValueError(f"opset must be an integer >= 11; got {opset!r}")
+    if not getattr(model, "exports_to_onnx", True):
+        raise ValueError(
+            f"{type(model).__name__} cannot be exported to ONNX: its recursive sweeps along "
+            "each row and column would be fixed to one image size there; export it to "
+            "TorchScript instead (format 'torchscript', a .pt file), which runs at every size"
+        )
     prepared = _prepared(model)
     example = _example(model)
     path = Path(path)

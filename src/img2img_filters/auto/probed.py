@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from img2img_filters.auto.clipped import clipped_linear_choice
+from img2img_filters.auto.edge_aware import domain_transform_choice, is_edge_aware
 from img2img_filters.auto.recipes import (
     DEFAULT_RECIPE,
     GRADIENT_TRAIN,
@@ -313,7 +314,9 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
     """Probe a teacher and choose; a probe that fails falls back to ``can`` and says why.
 
     With a dataset, a teacher that is linear up to clipping gets the exact clipped
-    linear fit (:func:`img2img_filters.auto.clipped.clipped_linear_choice`), and the
+    linear fit (:func:`img2img_filters.auto.clipped.clipped_linear_choice`), a wide
+    shift-invariant one a domain transform whose scales are scored on the data
+    (:func:`img2img_filters.auto.edge_aware.domain_transform_choice`), and the
     border extension is matched (:func:`match_border`) unless the operator is pointwise.
 
     Args:
@@ -336,9 +339,9 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
     choice = choice_from_probe(report, teacher.border)
     if dataset is None:
         return choice
+    found = choice.probe_line.split(" -> ")[0]
     clipped = clipped_linear_choice(report, dataset, teacher.border)
     if clipped is not None:
-        found = choice.probe_line.split(" -> ")[0]
         size = clipped.options["kernel_size"]
         mean = ", image_mean" if clipped.options.get("image_mean") else ""
         clipped.probe = report.to_dict()
@@ -347,6 +350,15 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
             f"{mean})" + clipped.probe_line
         )
         return clipped
+    if is_edge_aware(report) and hasattr(dataset, "batch"):
+        edge_aware = domain_transform_choice(dataset)
+        edge_aware.probe = report.to_dict()
+        options = edge_aware.options
+        edge_aware.probe_line = (
+            f"{found}, shift-invariant -> domain_transform(sigma_s={options['sigma_s']:g}, "
+            f"sigma_r={options['sigma_r']:g})"
+        )
+        return edge_aware
     if report.verdict == "pointwise":
         return choice
     return _with_border(choice, dataset, report.support_radius)

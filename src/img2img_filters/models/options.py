@@ -24,6 +24,7 @@ OPTION_BOUNDS: dict[str, tuple[int, int | None, bool]] = {
     "width": (1, MAX_WIDTH, False),
     "features": (1, MAX_WIDTH, False),
     "hidden": (1, MAX_WIDTH, False),
+    "guide": (1, MAX_WIDTH, False),
     "dilation_cap": (1, None, False),
 }
 
