@@ -29,6 +29,7 @@ Usage::
     python benchmarks/operators.py                     # 17 operators, 180 s each, 1000 photos
     python benchmarks/operators.py --small             # CI: 3 operators, 10 s each, 24 photos
     python benchmarks/operators.py --budget 45 --limit 400 --operator im-blur --operator sk-clahe
+    python benchmarks/operators.py --update --operator cv-detail   # run one again, keep the rest
 
 Writes ``operators.md`` and ``operators.json`` into ``--out`` (default ``benchmarks/results``).
 """
@@ -312,6 +313,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--cache", type=Path, default=None, help="teacher cache (default: fresh)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="run only the --operator ones again and replace their rows in --out's "
+        "operators.json (the table says which were run again, when and at what load)",
+    )
     args = parser.parse_args(argv)
     if args.budget is None:
         args.budget = 10.0 if args.small else 180.0
@@ -322,6 +329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in names if name not in known]
     if unknown:
         parser.error(f"--operator must be one of {sorted(known)}; got {unknown}")
+    if args.update and not (args.operators and (args.out / "operators.json").is_file()):
+        parser.error("--update needs --operator and an operators.json in --out to update")
     args.operators = [known[name] for name in names]
     return args
 
@@ -353,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+    earlier = json.loads((args.out / "operators.json").read_text()) if args.update else None
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     result = {"config": config, "rows": rows, "failed": failed}
@@ -373,14 +383,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     failed.append({"operator": op.name, "tool": op.tool, "error": detail})
                 config["seconds"] = time.perf_counter() - started
                 config["done"] = f"{len(rows) + len(failed)} of {len(operators)} operators"
-                _write(result, args.out)  # after every operator: a partial table survives a stop
+                # after every operator: a partial table survives a stop
+                _write(result if earlier is None else _merged(earlier, result), args.out)
         finally:
             if previous is None:
                 os.environ.pop("IMG2IMG_CACHE", None)
             else:
                 os.environ["IMG2IMG_CACHE"] = previous
+    if earlier is not None:
+        result = _merged(earlier, result)
     print(f"wrote {args.out / 'operators.md'} and operators.json", file=sys.stderr)
     return result
+
+
+def _merged(previous: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` with the rows of ``update`` in place of its own (new operators appended).
+
+    The budget and photos must be the same; ``config["rerun"]`` records what was run
+    again, when and at what load.
+    """
+    old, new = previous["config"], update["config"]
+    for key in ("budget", "train_images", "val_images", "root_name"):
+        if old[key] != new[key]:
+            raise SystemExit(f"--update: {key} differs ({old[key]} there, {new[key]} here)")
+    fresh = {row["operator"]: row for row in update["rows"]}
+    rows = [fresh.pop(row["operator"], row) for row in previous["rows"]] + list(fresh.values())
+    names = [row["operator"] for row in update["rows"]] + [f["operator"] for f in update["failed"]]
+    failed = [f for f in previous["failed"] if f["operator"] not in names] + update["failed"]
+    note = (
+        f"{', '.join(names)}: run again on {new['date']} with the same budget and photos "
+        f"(load average {new['load_average']})"
+    )
+    config = {**old, "rerun": "; ".join(filter(None, [old.get("rerun"), note]))}
+    return {"config": config, "rows": rows, "failed": failed}
 
 
 def _write(result: dict[str, Any], out: Path) -> None:

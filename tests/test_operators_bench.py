@@ -102,7 +102,9 @@ def test_small_run_writes_markdown_and_json(
     assert rows["pil-gaussian"]["auto"]["method"] == "exact"
     assert rows["sk-gamma"]["verdict"] == "pointwise"
     assert rows["pil-contour"]["verdict"] == "local"
-    assert rows["pil-contour"]["auto"]["arch"] == "neighbourhood"
+    # Pillow's CONTOUR is a 3x3 kernel clipped to 8 bits, its outer ring left as it was
+    assert rows["pil-contour"]["auto"]["arch"] == "clipped_linear"
+    assert rows["pil-contour"]["auto"]["exact_share"] == 1.0
 
     markdown = (tmp_path / "operators.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| operator"))
@@ -111,3 +113,20 @@ def test_small_run_writes_markdown_and_json(
     table = [line for line in markdown.splitlines() if line.startswith("| `")]
     assert len(table) == 3
     assert all(line.count("|") == header.count("|") for line in table)
+
+
+def test_update_runs_some_operators_again_and_keeps_the_rest(
+    operators: ModuleType, mini_root: Path, tmp_path: Path
+) -> None:
+    common = ["--budget", "2", "--limit", "24", "--root", str(mini_root), "--out", str(tmp_path)]
+    operators.main(["--operator", "pil-gaussian", "--operator", "sk-gamma", *common])
+    before = json.loads((tmp_path / "operators.json").read_text())
+    operators.main(["--update", "--operator", "sk-gamma", *common])
+    after = json.loads((tmp_path / "operators.json").read_text())
+    assert [row["operator"] for row in after["rows"]] == ["pil-gaussian", "sk-gamma"]
+    assert after["rows"][0] == before["rows"][0]  # not run again
+    assert after["config"]["rerun"].startswith("sk-gamma: run again on ")
+    assert "Run again: sk-gamma: run again on " in (tmp_path / "operators.md").read_text()
+    with pytest.raises(SystemExit, match="budget differs"):
+        operators.main(["--update", "--operator", "sk-gamma", *common[:-6], "--budget", "3",
+                        "--limit", "24", "--root", str(mini_root), "--out", str(tmp_path)])  # fmt: skip
