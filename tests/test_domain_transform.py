@@ -60,7 +60,7 @@ def test_the_sweep_is_the_recursion_it_names() -> None:
     [
         ({"sigma_s": 0.0}, "sigma_s must be a positive finite number"),
         ({"sigma_r": float("nan")}, "sigma_r must be a positive finite number"),
-        ({"sigma_r": "0.4"}, "sigma_r must be a positive number"),
+        ({"sigma_r": "0.4"}, "sigma_r must be a positive finite number"),
         ({"sigma_s": 1e300, "sigma_r": 1e-300}, "sigma_s / sigma_r must be finite"),
         ({"iterations": 0}, "iterations"),
         ({"iterations": 9}, "iterations"),

@@ -23,23 +23,15 @@ strip by strip, then filters it tile by tile with them.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from img2img_filters.models.options import check_bool, check_int
+from img2img_filters.models.options import check_bool, check_int, check_number
 from img2img_filters.models.registry import register_arch
 from img2img_filters.models.study import LinearNet
 
 __all__ = ["ClippedLinearNet"]
-
-
-def _check_number(argument: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{argument} must be a finite number; got {value!r}")
-    return float(value)
 
 
 @register_arch(
@@ -89,7 +81,7 @@ class ClippedLinearNet(LinearNet):
         image_mean: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, depth, width, border, bias)
-        self.low, self.high = _check_number("low", low), _check_number("high", high)
+        self.low, self.high = check_number("low", low), check_number("high", high)
         if self.high <= self.low:
             raise ValueError(f"high must be greater than low; got low={low!r}, high={high!r}")
         self.keep_edge = check_int("keep_edge", keep_edge, 0)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img_filters.limits import MAX_WIDTH
-from img2img_filters.models.options import check_int
+from img2img_filters.models.options import check_int, check_number
 from img2img_filters.models.registry import register_arch
 from img2img_filters.models.structured import ACTIVATIONS
 
@@ -67,14 +67,6 @@ def recursive_sweep(values: torch.Tensor, coefficients: torch.Tensor) -> torch.T
         backward.append(forward[j] + coefficient[j + 1] * (backward[-1] - forward[j]))
     backward.reverse()
     return torch.stack(backward, dim=-1)
-
-
-def _positive(argument: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{argument} must be a positive number; got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{argument} must be a positive finite number; got {value!r}")
-    return float(value)
 
 
 @register_arch(
@@ -131,7 +123,8 @@ class DomainTransformNet(nn.Module):
         check_int("layers", layers, 0)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
-        sigma_s, sigma_r = _positive("sigma_s", sigma_s), _positive("sigma_r", sigma_r)
+        sigma_s = check_number("sigma_s", sigma_s, positive=True)
+        sigma_r = check_number("sigma_r", sigma_r, positive=True)
         if not math.isfinite(sigma_s / sigma_r):
             raise ValueError(
                 f"sigma_s / sigma_r must be finite; got sigma_s={sigma_s!r}, sigma_r={sigma_r!r}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from img2img_filters.limits import (
     MAX_DEPTH,
     MAX_KERNEL_SIZE,
@@ -10,7 +12,7 @@ from img2img_filters.limits import (
     check_bounded_int,
 )
 
-__all__ = ["OPTION_BOUNDS", "check_bool", "check_int", "check_str"]
+__all__ = ["OPTION_BOUNDS", "check_bool", "check_int", "check_number", "check_str"]
 
 #: The integer options that size a network: ``name -> (minimum, maximum, odd)``. Every
 #: architecture's option of one of these names is checked against it before anything is built
@@ -64,6 +66,20 @@ def check_bool(argument: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{argument} must be a bool (true or false); got {value!r}")
     return value
+
+
+def check_number(argument: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a float when it is a finite number (not a bool), ``> 0`` with ``positive``.
+
+    Raises:
+        ValueError: If it is not a number, not finite, or not positive where it must be.
+    """
+    what = "a positive finite number" if positive else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{argument} must be {what}; got {value!r}")
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{argument} must be {what}; got {value!r}")
+    return float(value)
 
 
 def check_str(argument: str, value: object, choices: list[str] | tuple[str, ...]) -> str:
