@@ -35,7 +35,7 @@ from torch import nn
 from img2img_filters.limits import MAX_WIDTH
 from img2img_filters.models.options import check_int, check_number
 from img2img_filters.models.registry import register_arch
-from img2img_filters.models.structured import ACTIVATIONS
+from img2img_filters.models.structured import ACTIVATIONS, pixel_mlp
 
 __all__ = ["DomainTransformNet", "recursive_sweep"]
 
@@ -144,14 +144,7 @@ class DomainTransformNet(nn.Module):
         self.log_ratio = nn.Parameter(torch.tensor(math.log(sigma_s / sigma_r)))
         inputs = 2 * (in_channels + guide)  # each value and its smoothed version
         self.linear = nn.Linear(inputs, out_channels)
-        mlp: list[nn.Module] = []
-        channels = inputs
-        for _ in range(layers):
-            mlp += [nn.Linear(channels, hidden), ACTIVATIONS[activation]()]
-            channels = hidden
-        if layers:
-            mlp.append(nn.Linear(channels, out_channels, bias=False))
-        self.mlp = nn.Sequential(*mlp)
+        self.mlp = pixel_mlp(inputs, hidden, layers, out_channels, activation)
         self.reset_parameters()
 
     @torch.no_grad()

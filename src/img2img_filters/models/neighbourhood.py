@@ -30,7 +30,7 @@ from img2img_filters.models.histogram import (
 from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
-from img2img_filters.models.structured import ACTIVATIONS
+from img2img_filters.models.structured import ACTIVATIONS, pixel_mlp
 
 __all__ = ["NeighbourhoodNet"]
 
@@ -144,14 +144,8 @@ class NeighbourhoodNet(nn.Module):
         extra = histogram_feature_count(in_channels) if histogram else 0
         inputs = features * taps * (in_place + int(sort)) + extra
         self.linear = nn.Linear(inputs, out_channels)
-        mlp: list[nn.Module] = []
         channels = inputs - features * in_place * int(relative)  # the centre minus itself
-        for _ in range(layers):
-            mlp += [nn.Linear(channels, hidden), ACTIVATIONS[activation]()]
-            channels = hidden
-        if layers:
-            mlp.append(nn.Linear(channels, out_channels, bias=False))
-        self.mlp = nn.Sequential(*mlp)
+        self.mlp = pixel_mlp(channels, hidden, layers, out_channels, activation)
         self.reset_parameters()
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
 
-__all__ = ["ACTIVATIONS", "StructuredNet"]
+__all__ = ["ACTIVATIONS", "StructuredNet", "pixel_mlp"]
 
 #: The activations of the per-pixel MLP, by name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,6 +27,24 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
     "tanh": nn.Tanh,
 }
+
+
+def pixel_mlp(
+    inputs: int, hidden: int, layers: int, outputs: int, activation: str
+) -> nn.Sequential:
+    """A per-pixel MLP on channels-last inputs ``(..., inputs) -> (..., outputs)``.
+
+    ``layers`` hidden layers of ``hidden`` channels, each followed by the activation, then
+    an output layer without bias; empty when ``layers`` is 0.
+    """
+    mlp: list[nn.Module] = []
+    channels = inputs
+    for _ in range(layers):
+        mlp += [nn.Linear(channels, hidden), ACTIVATIONS[activation]()]
+        channels = hidden
+    if layers:
+        mlp.append(nn.Linear(channels, outputs, bias=False))
+    return nn.Sequential(*mlp)
 
 
 @register_arch(
