@@ -119,3 +119,27 @@ def test_edge_preserving_smoothing_is_learnt_end_to_end(tmp_path: Path) -> None:
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), result.model(x), rtol=0, atol=1e-5)
     assert isinstance(result.model, DomainTransformNet)
+
+
+def test_the_head_runs_band_by_band_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_img2img_model(3, 3, "domain_transform")
+    with torch.no_grad():
+        model.mlp[-1].weight.normal_()
+    x = torch.rand(2, 3, 37, 29)
+    with torch.no_grad():
+        whole = model(x)
+        monkeypatch.setattr("img2img_filters.models.domain_transform.HEAD_CHUNK_PIXELS", 100)
+        banded = model(x)
+    torch.testing.assert_close(banded, whole, rtol=0, atol=1e-6)
+
+
+def test_a_photo_too_large_to_filter_at_once_is_refused_before_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("img2img_filters.infer.predict.available_memory", lambda _: 2**20)
+    photo = np.zeros((300, 400, 3), np.uint8)
+    model = create_img2img_model(3, 3, "domain_transform")
+    with pytest.raises(ValueError, match=r"image of 120,000 pixels: .*reads whole rows and col"):
+        apply_filter(photo, model)
+    tiled = create_img2img_model(3, 3, "neighbourhood", histogram=True)  # tiles: not refused
+    assert apply_filter(photo, tiled, tile=64).shape == (300, 400, 3)

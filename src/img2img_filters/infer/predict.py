@@ -17,6 +17,8 @@ from img2img_filters.infer.fast import FoldedFilter, folds_exactly
 from img2img_filters.infer.optimize import prepare_for_inference
 from img2img_filters.infer.tiling import (
     CPU_TILE_BUDGET,
+    available_memory,
+    bytes_per_pixel,
     check_tile,
     choose_tile,
     model_borders,
@@ -154,6 +156,8 @@ class Predictor:
         image = check_image(image)
         height, width = image.shape[:2]
         halo = self.folded.halo if self.folded is not None else (self.halo, self.halo)
+        if not self.tiled and whole_image_model(self.network):
+            check_whole_image_memory(self.network, height * width, self.device)
         if self.gathers and self.network is not None:
             self._statistics = self._photo_statistics(image)
         try:
@@ -197,6 +201,40 @@ class Predictor:
             check_image(images[0], argument="images[0]")
             return self._forward(images)
         return np.stack([self(image) for image in images])
+
+
+#: The share of the available memory a photo filtered at once (not tiled) may use.
+WHOLE_IMAGE_FRACTION = 0.5
+
+
+def whole_image_model(model: nn.Module | None) -> bool:
+    """Whether ``model`` reads whole photos (``whole_image``)."""
+    return model is not None and bool(getattr(model, "whole_image", False))
+
+
+def check_whole_image_memory(model: nn.Module, pixels: int, device: torch.device) -> None:
+    """Refuse a photo that a model filtering it at once would need too much memory for.
+
+    Args:
+        model: A ``whole_image`` model that is not tiled; its ``memory_per_pixel()`` (or
+            :func:`~img2img_filters.infer.tiling.bytes_per_pixel`) sizes a pixel.
+        pixels: The photo's pixels.
+        device: Where it runs.
+
+    Raises:
+        ValueError: When the estimate exceeds :data:`WHOLE_IMAGE_FRACTION` of the memory
+            available, naming both.
+    """
+    method = getattr(model, "memory_per_pixel", None)
+    per_pixel = int(method()) if callable(method) else bytes_per_pixel(model)
+    need, available = pixels * per_pixel, available_memory(device)
+    if need > available * WHOLE_IMAGE_FRACTION:
+        raise ValueError(
+            f"image of {pixels:,} pixels: {type(model).__name__} reads whole rows and columns, "
+            f"so it filters the image at once, which needs about {need / 2**30:.1f} GiB; "
+            f"{available / 2**30:.1f} GiB are available on {device} and at most "
+            f"{WHOLE_IMAGE_FRACTION:.0%} of it is used; filter a smaller image (resize or crop it)"
+        )
 
 
 def _read(image: str | os.PathLike[str], max_pixels: int | None) -> np.ndarray:

@@ -41,6 +41,8 @@ __all__ = ["DomainTransformNet", "recursive_sweep"]
 
 #: The most sweeps (each a row pass and a column pass).
 MAX_ITERATIONS = 8
+#: Pixels the head runs on at once.
+HEAD_CHUNK_PIXELS = 2**18
 
 
 @torch.jit.script
@@ -203,13 +205,31 @@ class DomainTransformNet(nn.Module):
         values = torch.cat([x, guide], dim=1)
         return torch.cat([values, self.smooth(values, guide)], dim=1).permute(0, 2, 3, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in, H, W)`` -> ``(B, out, H, W)``."""
-        z = self.head_inputs(x)
+    def _head(self, z: torch.Tensor) -> torch.Tensor:
         out = self.linear(z)
-        if len(self.mlp):
-            out = out + self.mlp(z)
-        return out.permute(0, 3, 1, 2)
+        return out + self.mlp(z) if len(self.mlp) else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in, H, W)`` -> ``(B, out, H, W)``.
+
+        The head runs on :data:`HEAD_CHUNK_PIXELS` pixels at a time, so that a large photo
+        holds its hidden layers for one band of rows only.
+        """
+        z = self.head_inputs(x)
+        rows = max(1, HEAD_CHUNK_PIXELS // max(1, z.shape[0] * z.shape[2]))
+        if z.shape[1] <= rows:
+            return self._head(z).permute(0, 3, 1, 2)
+        bands = [self._head(z[:, top : top + rows]) for top in range(0, z.shape[1], rows)]
+        return torch.cat(bands, dim=1).permute(0, 3, 1, 2)
+
+    def memory_per_pixel(self) -> int:
+        """Bytes one pixel of a photo takes at most in :meth:`forward` (float32), about.
+
+        The input, the guide and their smoothed versions (the sweeps hold about three
+        copies), and the head's inputs; the head's hidden layers count for a band only.
+        """
+        values = self.guide.in_channels + self.guide.out_channels
+        return 4 * (self.guide.in_channels + 4 * values + self.linear.in_features + 8)
 
     def receptive_field(self) -> int:
         """1: no window; every output reads its whole row and column (``whole_image``)."""
