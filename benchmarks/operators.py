@@ -407,11 +407,18 @@ def _merged(previous: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         if old[key] != new[key]:
             raise SystemExit(f"--update: {key} differs ({old[key]} there, {new[key]} here)")
     fresh = {row["operator"]: row for row in update["rows"]}
+    known = {row["operator"] for row in previous["rows"]} | {
+        f["operator"] for f in previous["failed"]
+    }
     rows = [fresh.pop(row["operator"], row) for row in previous["rows"]] + list(fresh.values())
     names = [row["operator"] for row in update["rows"]] + [f["operator"] for f in update["failed"]]
     failed = [f for f in previous["failed"] if f["operator"] not in names] + update["failed"]
+    again = [name for name in names if name in known]
+    added = [name for name in names if name not in known]
+    what = [f"{', '.join(again)}: run again"] if again else []
+    what += [f"{', '.join(added)}: added"] if added else []
     note = (
-        f"{', '.join(names)}: run again on {new['date']} with the same budget and photos "
+        f"{'; '.join(what)} on {new['date']} with the same budget and photos "
         f"(load average {new['load_average']})"
     )
     config = {**old, "rerun": "; ".join(filter(None, [old.get("rerun"), note]))}

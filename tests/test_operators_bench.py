@@ -130,3 +130,29 @@ def test_update_runs_some_operators_again_and_keeps_the_rest(
     with pytest.raises(SystemExit, match="budget differs"):
         operators.main(["--update", "--operator", "sk-gamma", *common[:-6], "--budget", "3",
                         "--limit", "24", "--root", str(mini_root), "--out", str(tmp_path)])  # fmt: skip
+
+
+def test_merged_says_which_rows_were_run_again_and_which_were_added(
+    operators: ModuleType,
+) -> None:
+    config = {"budget": 5, "train_images": 8, "val_images": 2, "root_name": "mini"}
+    previous = {
+        "config": {**config, "date": "d0", "load_average": 1.0},
+        "rows": [{"operator": "a", "v": 0}, {"operator": "b", "v": 0}],
+        "failed": [],
+    }
+    update = {
+        "config": {**config, "date": "d1", "load_average": 2.5},
+        "rows": [{"operator": "b", "v": 1}, {"operator": "c", "v": 1}],
+        "failed": [],
+    }
+    merged = operators._merged(previous, update)
+    assert merged["rows"] == [
+        {"operator": "a", "v": 0},
+        {"operator": "b", "v": 1},
+        {"operator": "c", "v": 1},
+    ]
+    assert merged["config"]["rerun"] == (
+        "b: run again; c: added on d1 with the same budget and photos (load average 2.5)"
+    )
+    assert merged["config"]["date"] == "d0"  # the table's own run
