@@ -90,6 +90,7 @@ def test_histogram_equalisation_teacher_gets_the_global_choice() -> None:
     assert choice.arch == "neighbourhood" and choice.options["feature_size"] == 9
     assert choice.options["histogram"] is True  # the photo's histograms: what equalising reads
     assert choice.probe_line.startswith("probe: global, radius unbounded -> neighbourhood(")
+    assert choice.probe_line.endswith(", histogram)")
 
 
 def test_wide_or_unbounded_supports_get_wide_recipes() -> None:

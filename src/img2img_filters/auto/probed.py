@@ -195,7 +195,8 @@ def choice_from_probe(report: ProbeReport, border: str = "reflect101") -> AutoCh
     else:
         choice = _gradient_choice(verdict, radius, channels, border)
         keys = ("window", "features", "feature_size")
-        chosen = f"{choice.arch}({_options_text(choice.options, keys)})"
+        histogram = ", histogram" if choice.options.get("histogram") else ""
+        chosen = f"{choice.arch}({_options_text(choice.options, keys)}{histogram})"
     choice.probe = report.to_dict()
     choice.probe_line = f"{found} -> {chosen}"
     return choice
