@@ -206,14 +206,14 @@ def _exact_model(
             clip=(options["low"], options["high"]) if clipped else None,
             image_mean=bool(options.get("image_mean", False)),
         )
-        if clipped and options.get("keep_edge"):  # the fit's model computes the outer ring
+        if clipped:  # the fitted weights in the chosen model (keep_edge is not the fit's)
             conv = model.layers[0]
-            edged = create_img2img_model(
+            chosen = create_img2img_model(
                 conv.in_channels, conv.out_channels, "clipped_linear", **options
             )
-            edged.load_state_dict(model.state_dict())
-            edged.fit_report = model.fit_report
-            model = edged
+            chosen.load_state_dict(model.state_dict())
+            chosen.fit_report = model.fit_report
+            model = chosen
     return model
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from img2img_filters.auto.recipes import AutoChoice
+from img2img_filters.auto.scoring import least_error_options, sample_batch
 from img2img_filters.border import BORDER_MODES
-from img2img_filters.models import create_img2img_model
 from img2img_filters.probe import ProbeReport
 from img2img_filters.solve import fit_linear
 
@@ -38,14 +37,6 @@ CLIPPED_TOLERANCE = 1.0 / 255
 FIT_PHOTOS, CHECK_PHOTOS = 48, 16
 #: The widest kernel tried.
 MAX_CLIPPED_KERNEL = 21
-
-
-def _check_positions(dataset: Any) -> np.ndarray:
-    """Positions of the photos the fit is checked on: after the fitted ones where there are any."""
-    total = len(dataset)
-    first = FIT_PHOTOS if total > FIT_PHOTOS else 0
-    count = min(CHECK_PHOTOS, total - first)
-    return np.unique(np.linspace(first, total - 1, count).round().astype(np.int64))
 
 
 def _clip_range(report: ProbeReport) -> tuple[float, float] | None:
@@ -86,7 +77,8 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
         fitted = fit_linear(dataset, size, clip=clip, max_images=FIT_PHOTOS, image_mean=image_mean)
     except ValueError:  # photos too small for the kernel, every target clipped: not this kind
         return None
-    inputs, targets = dataset.batch(_check_positions(dataset), "cpu")
+    first = FIT_PHOTOS if len(dataset) > FIT_PHOTOS else 0  # after the fitted photos if any
+    inputs, targets = sample_batch(dataset, CHECK_PHOTOS, first)
     with torch.no_grad():
         outputs = fitted(inputs)
     inner = (
@@ -119,7 +111,7 @@ def clipped_linear_choice(report: ProbeReport, dataset: Any, border: str) -> Aut
 
 
 def match_clipped_border(
-    choice: AutoChoice, dataset: Any, fitted: nn.Module | None = None, photos: int = 32
+    choice: AutoChoice, dataset: Any, fitted: nn.Module, photos: int = 32
 ) -> AutoChoice:
     """Set the border and ``keep_edge`` of a clipped linear choice by the error on whole photos.
 
@@ -131,7 +123,7 @@ def match_clipped_border(
     Args:
         choice: A ``"clipped_linear"`` choice from :func:`clipped_linear_choice`.
         dataset: The training dataset.
-        fitted: The clipped linear fit of the choice's kernel (default: fitted here).
+        fitted: The clipped linear fit of the choice's kernel.
         photos: How many photos (spread evenly).
 
     Returns:
@@ -140,33 +132,16 @@ def match_clipped_border(
     """
     options = choice.options
     radius = options["kernel_size"] // 2
-    count = min(len(dataset), photos)
-    positions = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(np.int64))
-    clip = (options["low"], options["high"])
-    if fitted is None:
-        fitted = fit_linear(
-            dataset,
-            options["kernel_size"],
-            clip=clip,
-            max_images=FIT_PHOTOS,
-            image_mean=options.get("image_mean", False),
-        )
-    inputs, targets = dataset.batch(positions, "cpu")
+    inputs, targets = sample_batch(dataset, photos)
     rings = [0, radius] if radius and inputs.shape[1] == targets.shape[1] else [0]
-    errors = {}
-    for border in BORDER_MODES:
-        if border == "wrap":  # no tool extends photos periodically by default
-            continue
-        for ring in rings:
-            candidate = {**options, "border": border, "keep_edge": ring}
-            model = create_img2img_model(
-                inputs.shape[1], targets.shape[1], "clipped_linear", **candidate
-            )
-            model.load_state_dict(fitted.state_dict())
-            with torch.no_grad():
-                errors[(border, ring)] = float((model(inputs) - targets).double().pow(2).mean())
-    border, ring = min(errors, key=errors.__getitem__)
-    options["border"], options["keep_edge"] = border, ring
-    kept = f", the outer {ring} px kept from the input" if ring else ""
-    choice.probe_line += f", border {border}{kept}"
+    candidates = (
+        {**options, "border": border, "keep_edge": ring}
+        for border in BORDER_MODES
+        if border != "wrap"  # no tool extends photos periodically by default
+        for ring in rings
+    )
+    best = least_error_options(fitted, "clipped_linear", candidates, inputs, targets)
+    options["border"], options["keep_edge"] = best["border"], best["keep_edge"]
+    kept = f", the outer {best['keep_edge']} px kept from the input" if best["keep_edge"] else ""
+    choice.probe_line += f", border {best['border']}{kept}"
     return choice

@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from img2img_filters.auto.recipes import GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img_filters.auto.scoring import sample_batch
 from img2img_filters.models import DomainTransformNet
 from img2img_filters.probe import ProbeReport
 
@@ -35,11 +35,6 @@ SIGMA_R_GRID = (0.1, 0.2, 0.4, 0.8, 1.6)
 SCORE_PHOTOS = 12
 #: The options the network trains with besides the scales.
 _OPTIONS = {"guide": 3, "hidden": 64, "layers": 2}
-
-
-def _positions(dataset: Any, count: int) -> np.ndarray:
-    total = len(dataset)
-    return np.unique(np.linspace(0, total - 1, min(total, count)).round().astype(np.int64))
 
 
 def head_error(
@@ -83,7 +78,7 @@ def domain_transform_choice(dataset: Any) -> AutoChoice:
     Returns:
         A gradient choice; its reason names the scales and their least-squares error.
     """
-    inputs, targets = dataset.batch(_positions(dataset, SCORE_PHOTOS), "cpu")
+    inputs, targets = sample_batch(dataset, SCORE_PHOTOS)
     scores = {(s, r): head_error(inputs, targets, s, r) for s in SIGMA_S_GRID for r in SIGMA_R_GRID}
     (sigma_s, sigma_r), error = min(scores.items(), key=lambda item: item[1])
     psnr = math.inf if error == 0 else -20 * math.log10(error)

@@ -46,10 +46,11 @@ from img2img_filters.auto.recipes import (
     AutoChoice,
     arch_for_verdict,
 )
+from img2img_filters.auto.scoring import least_error_options, sample_batch, spread_positions
 from img2img_filters.border import BORDER_MODES
 from img2img_filters.data.targets import target_scale
 from img2img_filters.filters import CallableFilter, CommandFilter, TeacherFilter
-from img2img_filters.models import create_img2img_model, list_archs
+from img2img_filters.models import list_archs
 from img2img_filters.probe import ProbeReport, probe_operator
 from img2img_filters.solve import fit_linear
 
@@ -111,7 +112,7 @@ def dataset_pairs(dataset: Any, count: int = PROBE_PAIRS) -> list[tuple[np.ndarr
     total = len(dataset)
     if total == 0:
         raise ValueError("dataset is empty: there are no pairs to probe")
-    positions = np.unique(np.linspace(0, total - 1, min(total, count)).round().astype(np.int64))
+    positions = spread_positions(total, count)
     if hasattr(dataset, "batch"):
         inputs, targets = dataset.batch(positions, "cpu")
     else:
@@ -161,6 +162,14 @@ def _options_text(options: dict[str, Any], keys: tuple[str, ...]) -> str:
     return ", ".join(shown)
 
 
+def _found(report: ProbeReport) -> str:
+    """What the probe found, as a probe line begins: ``"probe: local, radius 2"``."""
+    radius = report.support_radius
+    return f"probe: {report.verdict}, " + (
+        "radius unbounded" if radius is None else f"radius {radius}"
+    )
+
+
 def choice_from_probe(report: ProbeReport, border: str = "reflect101") -> AutoChoice:
     """The recipe for an operator of the probed kind (see the module's table).
 
@@ -172,7 +181,7 @@ def choice_from_probe(report: ProbeReport, border: str = "reflect101") -> AutoCh
         The choice, with ``probe`` (the report) and ``probe_line`` set.
     """
     verdict, radius, channels = report.verdict, report.support_radius, report.channels_out
-    found = f"probe: {verdict}, " + ("radius unbounded" if radius is None else f"radius {radius}")
+    found = _found(report)
     if verdict == "linear":
         size = MAX_EXACT_KERNEL if radius is None else min(2 * radius + 1, MAX_EXACT_KERNEL)
         what = "3->3 colour matrix" if size == 1 and channels == 3 else f"{size}x{size} kernel"
@@ -283,21 +292,14 @@ def match_border(dataset: Any, kernel_size: int, photos: int = BORDER_PHOTOS) ->
     Returns:
         The border's name.
     """
-    count = min(len(dataset), photos)
-    positions = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(np.int64))
-    fitted = fit_linear(dataset, kernel_size, max_images=count)
-    inputs, targets = dataset.batch(positions, "cpu")
-    errors = {}
-    for border in BORDER_MODES:
-        if border == "wrap":  # no tool extends photos periodically by default
-            continue
-        model = create_img2img_model(
-            3, targets.shape[1], "linear", kernel_size=kernel_size, depth=1, border=border
-        )
-        model.load_state_dict(fitted.state_dict())
-        with torch.no_grad():
-            errors[border] = float((model(inputs) - targets).double().pow(2).mean())
-    return min(errors, key=errors.__getitem__)
+    fitted = fit_linear(dataset, kernel_size, max_images=min(len(dataset), photos))
+    inputs, targets = sample_batch(dataset, photos)
+    candidates = (
+        {"kernel_size": kernel_size, "depth": 1, "border": border}
+        for border in BORDER_MODES
+        if border != "wrap"  # no tool extends photos periodically by default
+    )
+    return least_error_options(fitted, "linear", candidates, inputs, targets)["border"]
 
 
 def _with_border(choice: AutoChoice, dataset: Any, radius: int | None) -> AutoChoice:
@@ -340,7 +342,7 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
     choice = choice_from_probe(report, teacher.border)
     if dataset is None:
         return choice
-    found = choice.probe_line.split(" -> ")[0]
+    found = _found(report)
     clipped = clipped_linear_choice(report, dataset, teacher.border)
     if clipped is not None:
         size = clipped.options["kernel_size"]

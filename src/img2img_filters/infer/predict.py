@@ -104,6 +104,7 @@ class Predictor:
         whole_image = bool(getattr(model, "whole_image", False))
         self.gathers = whole_image and callable(getattr(model, "photo_statistics", None))
         self.tiled = not (self.wrap and len(borders) > 1) and (self.gathers or not whole_image)
+        self.at_once = whole_image and not self.tiled  # its memory is checked per photo
         self._statistics: torch.Tensor | None = None  # the photo's, while one is filtered
         use_fast = folds_exactly(model) if fast is None else fast
         self.folded: FoldedFilter | None = FoldedFilter.from_model(model) if use_fast else None
@@ -156,7 +157,7 @@ class Predictor:
         image = check_image(image)
         height, width = image.shape[:2]
         halo = self.folded.halo if self.folded is not None else (self.halo, self.halo)
-        if not self.tiled and whole_image_model(self.network):
+        if self.at_once:
             check_whole_image_memory(self.network, height * width, self.device)
         if self.gathers and self.network is not None:
             self._statistics = self._photo_statistics(image)
@@ -205,11 +206,6 @@ class Predictor:
 
 #: The share of the available memory a photo filtered at once (not tiled) may use.
 WHOLE_IMAGE_FRACTION = 0.5
-
-
-def whole_image_model(model: nn.Module | None) -> bool:
-    """Whether ``model`` reads whole photos (``whole_image``)."""
-    return model is not None and bool(getattr(model, "whole_image", False))
 
 
 def check_whole_image_memory(model: nn.Module, pixels: int, device: torch.device) -> None:

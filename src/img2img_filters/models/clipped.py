@@ -132,8 +132,10 @@ class ClippedLinearNet(LinearNet):
             out = out + (mean @ self.mean_weight.T)[:, :, None, None]
         out = out.clamp(self.low, self.high)
         e = self.keep_edge
-        if not e or x.shape[-2] <= 2 * e or x.shape[-1] <= 2 * e:
-            return out if not e else x.clamp(self.low, self.high)
-        inner = torch.ones_like(out[:, :1, e:-e, e:-e])
-        inside = F.pad(inner, (e, e, e, e))  # 1 inside, 0 on the ring
-        return out * inside + x.clamp(self.low, self.high) * (1.0 - inside)
+        if not e:
+            return out
+        kept = x.clamp(self.low, self.high)
+        if x.shape[-2] <= 2 * e or x.shape[-1] <= 2 * e:  # all ring
+            return kept
+        inside = F.pad(torch.ones_like(out[:, :1, e:-e, e:-e]), (e, e, e, e))  # 0 on the ring
+        return out * inside + kept * (1.0 - inside)

@@ -37,6 +37,24 @@ def histogram_feature_count(in_channels: int) -> int:
     return histograms * (2 + len(QUANTILES))
 
 
+def _binned(x: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The channels and their gray ``(B, K, H, W)`` float64, and each value's bin ``(B, K, N)``."""
+    values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).double()
+    index = (values.clamp(0.0, 1.0) * (bins - 1)).round().long().flatten(2)
+    return values, index
+
+
+def _statistics(values: torch.Tensor, index: torch.Tensor, bins: int) -> torch.Tensor:
+    """:func:`histogram_statistics` from :func:`_binned`'s values and bins."""
+    b, k = values.shape[:2]
+    counts = torch.zeros(b, k, bins, dtype=values.dtype, device=values.device)
+    counts = counts.scatter_add(2, index, torch.ones_like(values.flatten(2)))
+    sums = values.sum(dim=(2, 3))
+    # counted from the data, not the shape: an ONNX export keeps it for every size
+    pixels = torch.ones_like(values[:, :1]).sum(dim=(2, 3))
+    return torch.cat([counts.flatten(1), sums, pixels], dim=1)
+
+
 def histogram_statistics(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """The photo's histograms as sums that add up over parts of it (tiles, strips).
 
@@ -50,17 +68,8 @@ def histogram_statistics(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
         the counts of each histogram, the sum of its values, and the number of pixels.
         The statistics of a whole photo are the sum of its parts'.
     """
-    b = x.shape[0]
     with torch.no_grad():
-        values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).double()  # (B, K, H, W)
-        k = values.shape[1]
-        index = (values.clamp(0.0, 1.0) * (bins - 1)).round().long().flatten(2)  # (B, K, N)
-        counts = torch.zeros(b, k, bins, dtype=values.dtype, device=values.device)
-        counts = counts.scatter_add(2, index, torch.ones_like(values.flatten(2)))
-        sums = values.sum(dim=(2, 3))
-        # counted from the data, not the shape: an ONNX export keeps it for every size
-        pixels = torch.ones_like(values[:, :1]).sum(dim=(2, 3))
-        return torch.cat([counts.flatten(1), sums, pixels], dim=1)
+        return _statistics(*_binned(x, bins), bins)
 
 
 def histogram_features(
@@ -83,14 +92,13 @@ def histogram_features(
     b, c, h, w = x.shape
     k = c + 1
     with torch.no_grad():
+        values, index = _binned(x, bins)
         if statistics is None:
-            statistics = histogram_statistics(x, bins)
+            statistics = _statistics(values, index, bins)
         statistics = statistics.to(torch.float64)
         counts = statistics[:, : k * bins].view(b, k, bins)
         sums, pixels = statistics[:, k * bins : k * bins + k], statistics[:, -1:]
         cdf = counts.cumsum(dim=2) / pixels.unsqueeze(2)  # the share in each bin or below it
-        values = torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1).double()
-        index = (values.clamp(0.0, 1.0) * (bins - 1)).round().long().flatten(2)  # (B, K, N)
         rank = cdf.gather(2, index).view(b, k, h, w)
         levels = torch.tensor(QUANTILES, dtype=cdf.dtype, device=cdf.device)
         # the q-quantile: the first bin whose cumulative share reaches q
