@@ -3,6 +3,7 @@
 from img2img_filters.models import can as _can  # noqa: F401  (registers can)
 from img2img_filters.models import clipped as _clipped  # noqa: F401  (registers clipped_linear)
 from img2img_filters.models import domain_transform as _domain  # noqa: F401  (registers domain_transform)
+from img2img_filters.models import equalisation as _equalisation  # noqa: F401  (registers equalisation)
 from img2img_filters.models import neighbourhood as _neighbourhood  # noqa: F401  (registers neighbourhood)
 from img2img_filters.models import pointwise as _pointwise  # noqa: F401  (registers lut3d and pixelmlp)
 from img2img_filters.models import structured as _structured  # noqa: F401  (registers structured)
@@ -10,6 +11,7 @@ from img2img_filters.models import study as _study  # noqa: F401  (registers stu
 from img2img_filters.models.can import ContextAggregationNet
 from img2img_filters.models.clipped import ClippedLinearNet
 from img2img_filters.models.domain_transform import DomainTransformNet
+from img2img_filters.models.equalisation import AdaptiveEqualisationNet
 from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.neighbourhood import NeighbourhoodNet
 from img2img_filters.models.pointwise import ColourLUT, PixelMLP
@@ -27,6 +29,7 @@ from img2img_filters.models.structured import StructuredNet
 from img2img_filters.models.study import LinearNet, StudyNet
 
 __all__ = [
+    "AdaptiveEqualisationNet",
     "ArchEntry",
     "BorderConv2d",
     "ClippedLinearNet",

@@ -1,0 +1,101 @@
+"""``--arch auto`` for adaptive contrast: a tile-histogram equalisation, its settings scored first.
+
+Local contrast enhancement (CLAHE) is global to the probe: the tile grid
+follows the photo's size, and the photo is stretched by its own extremes. Its
+settings (which channel, how many tiles, the clip limit) are discrete and move
+no gradient, so :func:`equalisation_choice` scores a grid of them on a few
+training photos: for each, the model's head inputs are fixed and the best
+linear head is a least-squares fit, whose error says how well those settings
+can do. The best settings are taken when that fit reaches
+:data:`EQUALISATION_PSNR`; otherwise the operator is something else and the
+choice is left to the global recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from img2img_filters.auto.recipes import GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img_filters.auto.scoring import sample_batch
+from img2img_filters.models import AdaptiveEqualisationNet
+from img2img_filters.models.equalisation import VALUES
+
+__all__ = [
+    "CLIP_LIMIT_GRID",
+    "EQUALISATION_PSNR",
+    "TILES_GRID",
+    "equalisation_choice",
+    "equalisation_error",
+]
+
+#: Tiles per side and clip limits tried, with every channel of :data:`VALUES`. Settings the
+#: photos cannot tell apart (small tiles clip at one count under any small limit) score the
+#: same; the first in these orders is taken, so the commonest settings come first.
+TILES_GRID = (8, 4, 16, 2)
+CLIP_LIMIT_GRID = (0.01, 0.02, 0.005, 0.04, 0.0)
+#: The least-squares PSNR (dB) at which the equalisation is taken.
+EQUALISATION_PSNR = 30.0
+#: Photos the settings are scored on.
+SCORE_PHOTOS = 12
+#: The options the network trains with besides the settings.
+_OPTIONS = {"hidden": 32, "layers": 2}
+
+
+def equalisation_error(inputs: torch.Tensor, targets: torch.Tensor, **settings: Any) -> float:
+    """The RMS error of the best linear head on the equalisation with these settings.
+
+    Args:
+        inputs: Photos ``(B, C, H, W)``.
+        targets: Their targets ``(B, C_out, H, W)``.
+        **settings: ``value``, ``tiles``, ``clip_limit`` (and ``bins``) of the network.
+
+    Returns:
+        The RMS residual of the least-squares fit of the targets on the head's inputs (and
+        a constant), over every pixel.
+    """
+    model = AdaptiveEqualisationNet(inputs.shape[1], targets.shape[1], **settings)
+    with torch.no_grad():
+        z = model.head_inputs(inputs).reshape(-1, model.linear.in_features).double()
+    design = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+    y = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1]).double()
+    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution
+    return float((design @ solution - y).pow(2).mean().sqrt())
+
+
+def equalisation_choice(dataset: Any) -> AutoChoice | None:
+    """An ``equalisation`` choice with the best settings of the grids, or ``None``.
+
+    Args:
+        dataset: The training dataset (``batch(positions, device)``, ``len``).
+
+    Returns:
+        A gradient choice whose reason names the settings and their least-squares PSNR, when
+        it is at least :data:`EQUALISATION_PSNR`; ``None`` otherwise.
+    """
+    inputs, targets = sample_batch(dataset, SCORE_PHOTOS)
+    grid = [
+        {"value": value, "tiles": tiles, "clip_limit": clip}
+        for value in VALUES
+        for tiles in TILES_GRID
+        for clip in CLIP_LIMIT_GRID
+    ]
+    errors = [equalisation_error(inputs, targets, **settings) for settings in grid]
+    best = min(range(len(grid)), key=errors.__getitem__)
+    psnr = math.inf if errors[best] == 0 else -20 * math.log10(errors[best])
+    if psnr < EQUALISATION_PSNR:
+        return None
+    settings = grid[best]
+    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
+    return AutoChoice(
+        "gradient",
+        "equalisation",
+        {**_OPTIONS, **settings},
+        {**GRADIENT_TRAIN, "learning_rate": 1e-3},
+        dict(REFINE),
+        reason=f"adaptive contrast: a tile-histogram equalisation ({shown}; the best of "
+        f"{len(grid)} settings for a least-squares linear head: {psnr:.1f} dB) and a per-pixel "
+        "head",
+    )
