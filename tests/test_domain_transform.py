@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -90,8 +91,11 @@ def test_auto_gives_a_wide_shift_invariant_teacher_a_domain_transform() -> None:
     assert choice.probe["shift_invariant"]["holds"] is True
     assert choice.probe["support_radius"] is None or choice.probe["support_radius"] >= 16
     assert choice.arch == "domain_transform" and choice.method == "gradient"
-    assert choice.options["sigma_s"] in SIGMA_S_GRID and choice.options["sigma_r"] == 0.4
-    assert "shift-invariant -> domain_transform(sigma_s=" in choice.probe_line
+    # refined from the grid to within a quarter octave of OpenCV's 60 and 0.4
+    assert abs(math.log2(choice.options["sigma_s"] / 60.0)) <= 0.25
+    assert abs(math.log2(choice.options["sigma_r"] / 0.4)) <= 0.25
+    assert choice.options["transform"] == "recursive" and choice.options["clip"] is True
+    assert "shift-invariant -> domain_transform(transform=recursive, sigma_s=" in choice.probe_line
 
 
 def test_edge_preserving_smoothing_is_learnt_end_to_end(tmp_path: Path) -> None:

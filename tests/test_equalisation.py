@@ -13,7 +13,9 @@ from skimage.exposure._adapthist import clip_histogram
 
 from img2img_filters import apply_filter, load_model
 from img2img_filters.auto import choose_arch
-from img2img_filters.auto.equalisation import equalisation_choice, equalisation_error
+from img2img_filters.auto.equalisation import equalisation_candidate, equalisation_error
+from img2img_filters.auto.scoring import sample_batch
+from img2img_filters.auto.wide import WIDE_PSNR
 from img2img_filters.data import load_filtered_dataset
 from img2img_filters.export import export_onnx, export_torchscript
 from img2img_filters.filters.external import CallableFilter
@@ -126,14 +128,17 @@ def test_auto_gives_adaptive_contrast_the_equalisation_and_other_operators_not()
         "tiles": 8,
         "clip_limit": 0.01,
     }
-    assert "-> equalisation(value=max, tiles=8, clip_limit=0.01)" in choice.probe_line
+    assert "-> equalisation(value=max, tiles=8, clip_limit=0.01; least-squares head " in (
+        choice.probe_line
+    )
 
     def sobel(photo: np.ndarray) -> np.ndarray:
         gray = photo.mean(axis=2) / 255.0
         return np.clip(filters.sobel(gray) * 255, 0, 255).astype(np.uint8)
 
     sobel_set, _ = load_filtered_dataset(filter=CallableFilter(sobel), limit=12)
-    assert equalisation_choice(sobel_set) is None
+    _, psnr = equalisation_candidate(*sample_batch(sobel_set, 12))
+    assert psnr < WIDE_PSNR
 
 
 def test_the_least_squares_score_prefers_the_operators_settings() -> None:

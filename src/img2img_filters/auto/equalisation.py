@@ -3,12 +3,11 @@
 Local contrast enhancement (CLAHE) is global to the probe: the tile grid
 follows the photo's size, and the photo is stretched by its own extremes. Its
 settings (which channel, how many tiles, the clip limit) are discrete and move
-no gradient, so :func:`equalisation_choice` scores a grid of them on a few
-training photos: for each, the model's head inputs are fixed and the best
+no gradient, so :func:`equalisation_candidate` scores a grid of them on a
+few training photos: for each, the model's head inputs are fixed and the best
 linear head is a least-squares fit, whose error says how well those settings
-can do. The best settings are taken when that fit reaches
-:data:`EQUALISATION_PSNR`; otherwise the operator is something else and the
-choice is left to the global recipe.
+can do. :mod:`img2img_filters.auto.probed` weighs it against the other
+candidates for wide operators.
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ from typing import Any
 import torch
 
 from img2img_filters.auto.recipes import GRADIENT_TRAIN, REFINE, AutoChoice
-from img2img_filters.auto.scoring import sample_batch
 from img2img_filters.models import AdaptiveEqualisationNet
 from img2img_filters.models.equalisation import VALUES
 
 __all__ = [
     "CLIP_LIMIT_GRID",
-    "EQUALISATION_PSNR",
     "TILES_GRID",
-    "equalisation_choice",
+    "equalisation_candidate",
     "equalisation_error",
 ]
 
@@ -36,10 +33,6 @@ __all__ = [
 #: same; the first in these orders is taken, so the commonest settings come first.
 TILES_GRID = (8, 4, 16, 2)
 CLIP_LIMIT_GRID = (0.01, 0.02, 0.005, 0.04, 0.0)
-#: The least-squares PSNR (dB) at which the equalisation is taken.
-EQUALISATION_PSNR = 30.0
-#: Photos the settings are scored on.
-SCORE_PHOTOS = 12
 #: The options the network trains with besides the settings.
 _OPTIONS = {"hidden": 32, "layers": 2}
 
@@ -53,29 +46,24 @@ def equalisation_error(inputs: torch.Tensor, targets: torch.Tensor, **settings: 
         **settings: ``value``, ``tiles``, ``clip_limit`` (and ``bins``) of the network.
 
     Returns:
-        The RMS residual of the least-squares fit of the targets on the head's inputs (and
-        a constant), over every pixel.
+        The RMS residual of the least-squares fit of the targets on the head's inputs, over
+        the photos it explains (see :meth:`AdaptiveEqualisationNet.fit_head`).
     """
     model = AdaptiveEqualisationNet(inputs.shape[1], targets.shape[1], **settings)
-    with torch.no_grad():
-        z = model.head_inputs(inputs).reshape(-1, model.linear.in_features).double()
-    design = torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
-    y = targets.permute(0, 2, 3, 1).reshape(-1, targets.shape[1]).double()
-    solution = torch.linalg.lstsq(design, y, driver="gelsd").solution
-    return float((design @ solution - y).pow(2).mean().sqrt())
+    return model.fit_head(inputs, targets)
 
 
-def equalisation_choice(dataset: Any) -> AutoChoice | None:
-    """An ``equalisation`` choice with the best settings of the grids, or ``None``.
+def equalisation_candidate(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[AutoChoice, float]:
+    """An ``equalisation`` choice with the best settings of the grids, and its least-squares PSNR.
 
     Args:
-        dataset: The training dataset (``batch(positions, device)``, ``len``).
+        inputs: Training photos ``(B, C, H, W)``.
+        targets: Their targets ``(B, C_out, H, W)``.
 
     Returns:
-        A gradient choice whose reason names the settings and their least-squares PSNR, when
-        it is at least :data:`EQUALISATION_PSNR`; ``None`` otherwise.
+        ``(choice, psnr)``: a gradient choice whose reason names the settings, and the PSNR
+        (dB) of the least-squares linear head on them.
     """
-    inputs, targets = sample_batch(dataset, SCORE_PHOTOS)
     grid = [
         {"value": value, "tiles": tiles, "clip_limit": clip}
         for value in VALUES
@@ -85,11 +73,9 @@ def equalisation_choice(dataset: Any) -> AutoChoice | None:
     errors = [equalisation_error(inputs, targets, **settings) for settings in grid]
     best = min(range(len(grid)), key=errors.__getitem__)
     psnr = math.inf if errors[best] == 0 else -20 * math.log10(errors[best])
-    if psnr < EQUALISATION_PSNR:
-        return None
     settings = grid[best]
     shown = ", ".join(f"{key}={value}" for key, value in settings.items())
-    return AutoChoice(
+    choice = AutoChoice(
         "gradient",
         "equalisation",
         {**_OPTIONS, **settings},
@@ -99,3 +85,4 @@ def equalisation_choice(dataset: Any) -> AutoChoice | None:
         f"{len(grid)} settings for a least-squares linear head: {psnr:.1f} dB) and a per-pixel "
         "head",
     )
+    return choice, psnr

@@ -22,10 +22,10 @@ local      the exact clipped fit of a ``2r + 1`` kernel when the teacher is line
            ``neighbourhood`` with window ``2r + 1``, the window in place, sorted and absolute,
            MLP 64x2 (the general form of the rank and bilateral recipes); wider: features
            ``2r - 1`` wide, as global but without the histograms
-wide       (local of radius 16 or more, or global) a domain transform when shift-invariant
-           (:mod:`img2img_filters.auto.edge_aware`); else a tile-histogram equalisation when a
-           least-squares head on it reaches 30 dB (:mod:`img2img_filters.auto.equalisation`);
-           else as local or global
+wide       (local of radius 16 or more, or global; :mod:`img2img_filters.auto.wide`) a domain
+           transform when shift-invariant; else the better of a domain transform and a
+           tile-histogram equalisation, their settings searched, when a least-squares head
+           on it reaches 30 dB; else as local or global
 global     the exact clipped fit of a colour matrix plus the photo's mean colour when it holds
            (:mod:`img2img_filters.auto.clipped`); else as wide; else ``neighbourhood``: 8 linear
            features of a
@@ -43,12 +43,6 @@ import numpy as np
 import torch
 
 from img2img_filters.auto.clipped import clipped_linear_choice
-from img2img_filters.auto.edge_aware import (
-    EDGE_AWARE_RADIUS,
-    domain_transform_choice,
-    is_edge_aware,
-)
-from img2img_filters.auto.equalisation import equalisation_choice
 from img2img_filters.auto.recipes import (
     DEFAULT_RECIPE,
     GRADIENT_TRAIN,
@@ -57,6 +51,7 @@ from img2img_filters.auto.recipes import (
     arch_for_verdict,
 )
 from img2img_filters.auto.scoring import least_error_options, sample_batch, spread_positions
+from img2img_filters.auto.wide import is_wide, wide_choice
 from img2img_filters.border import BORDER_MODES
 from img2img_filters.data.targets import target_scale
 from img2img_filters.filters import CallableFilter, CommandFilter, TeacherFilter
@@ -323,22 +318,14 @@ def _with_border(choice: AutoChoice, dataset: Any, radius: int | None) -> AutoCh
     return choice
 
 
-def _wide(report: ProbeReport) -> bool:
-    """Whether the operator is global, or local of at least :data:`EDGE_AWARE_RADIUS`."""
-    radius = report.support_radius
-    wide_local = report.verdict == "local" and (radius is None or radius >= EDGE_AWARE_RADIUS)
-    return report.verdict == "global" or wide_local
-
-
 def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoice:
     """Probe a teacher and choose; a probe that fails falls back to ``can`` and says why.
 
     With a dataset, a teacher that is linear up to clipping gets the exact clipped
     linear fit (:func:`img2img_filters.auto.clipped.clipped_linear_choice`), a wide
-    shift-invariant one a domain transform whose scales are scored on the data
-    (:func:`img2img_filters.auto.edge_aware.domain_transform_choice`), a wide or global
-    one that a tile-histogram equalisation explains an equalisation
-    (:func:`img2img_filters.auto.equalisation.equalisation_choice`), and the
+    or global one the candidate built for it whose settings the data favour
+    (:func:`img2img_filters.auto.wide.wide_choice`: a domain transform, a tile-histogram
+    equalisation), and the
     border extension is matched (:func:`match_border`) unless the operator is pointwise.
 
     Args:
@@ -372,24 +359,10 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
             f"{mean})" + clipped.probe_line
         )
         return clipped
-    if is_edge_aware(report) and hasattr(dataset, "batch"):
-        edge_aware = domain_transform_choice(dataset)
-        edge_aware.probe = report.to_dict()
-        options = edge_aware.options
-        edge_aware.probe_line = (
-            f"{found}, shift-invariant -> domain_transform(sigma_s={options['sigma_s']:g}, "
-            f"sigma_r={options['sigma_r']:g})"
-        )
-        return edge_aware
-    if _wide(report) and hasattr(dataset, "batch"):
-        equalisation = equalisation_choice(dataset)
-        if equalisation is not None:
-            equalisation.probe = report.to_dict()
-            keys = ("value", "tiles", "clip_limit")
-            equalisation.probe_line = (
-                f"{found} -> equalisation({_options_text(equalisation.options, keys)})"
-            )
-            return equalisation
+    if is_wide(report) and hasattr(dataset, "batch"):
+        wide = wide_choice(report, dataset, found)
+        if wide is not None:
+            return wide
     if report.verdict == "pointwise":
         return choice
     return _with_border(choice, dataset, report.support_radius)

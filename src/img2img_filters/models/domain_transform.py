@@ -18,6 +18,16 @@ times its detail (photo minus smoothed) a detail enhancement. Started at the
 identity guide, it is OpenCV's recursive filter for the ``sigma_s`` and
 ``sigma_r`` given.
 
+With ``transform="normalised"`` each sweep is instead OpenCV's normalised
+convolution: the mean of the values whose transformed coordinate (the running
+sum of those steps along the row) lies within ``sqrt(3)`` times the sweep's
+scale of the pixel's; it is OpenCV's ``NORMCONV_FILTER``, the first stage of
+``cv2.stylization`` and ``cv2.pencilSketch``. Its window edges are indices, so
+``sigma_s``, ``sigma_r`` and the guide learn no gradient there (auto chooses
+them by a search). With ``edges``, the head also reads the summed Sobel
+gradient magnitude of the smoothed photo's channels and each smoothed channel
+times it: the smoothed photo darkened at its edges, as ``cv2.stylization`` is.
+
 Every output depends on its whole row and column, so the model reads the whole
 photo (``whole_image``: never tiled). The sweeps are a TorchScript loop, so a
 TorchScript export runs at every size; ONNX cannot express them for every size
@@ -33,11 +43,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img_filters.limits import MAX_WIDTH
-from img2img_filters.models.options import check_int, check_number
+from img2img_filters.models.options import check_bool, check_int, check_number, check_str
 from img2img_filters.models.registry import register_arch
-from img2img_filters.models.structured import ACTIVATIONS, pixel_mlp
+from img2img_filters.models.structured import ACTIVATIONS, fit_linear_head, pixel_mlp
 
-__all__ = ["DomainTransformNet", "recursive_sweep"]
+__all__ = ["TRANSFORMS", "DomainTransformNet", "normalised_sweep", "recursive_sweep"]
+
+#: The sweeps: a recursive filter or a normalised convolution (box) in the transformed domain.
+TRANSFORMS = ("recursive", "normalised")
 
 #: The most sweeps (each a row pass and a column pass).
 MAX_ITERATIONS = 8
@@ -71,6 +84,46 @@ def recursive_sweep(values: torch.Tensor, coefficients: torch.Tensor) -> torch.T
     return torch.stack(backward, dim=-1)
 
 
+@torch.jit.script
+def normalised_sweep(
+    values: torch.Tensor, coordinates: torch.Tensor, radius: float
+) -> torch.Tensor:
+    """A box filter in the transformed domain along the last axis (normalised convolution).
+
+    Args:
+        values: ``(B, C, H, W)``.
+        coordinates: ``(B, 1, H, W)``, non-decreasing along the last axis: each pixel's
+            transformed coordinate.
+        radius: The box's half-width in transformed units.
+
+    Returns:
+        ``(B, C, H, W)``: at each pixel, the mean of the values of its row whose coordinate
+        ``t`` has ``c - radius < t <= c + radius`` (``c`` the pixel's).
+    """
+    b, c, h, w = values.shape[0], values.shape[1], values.shape[2], values.shape[3]
+    rows = coordinates.reshape(b * h, w).contiguous()
+    lower = torch.searchsorted(rows, rows - radius, right=True).unsqueeze(1).expand(-1, c, -1)
+    upper = torch.searchsorted(rows, rows + radius, right=True).unsqueeze(1).expand(-1, c, -1)
+    sums = values.permute(0, 2, 1, 3).reshape(b * h, c, w).cumsum(-1)
+    sums = F.pad(sums, [1, 0])  # sums[..., k]: the sum of the first k values
+    means = (sums.gather(2, upper) - sums.gather(2, lower)) / (upper - lower).to(values.dtype)
+    return means.reshape(b, h, c, w).permute(0, 2, 1, 3)
+
+
+def sobel_magnitude(values: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, 1, H, W)``: each channel's 3x3 Sobel gradient magnitude, summed.
+
+    The border is mirrored without repeating the edge (OpenCV's default).
+    """
+    b, c, h, w = values.shape
+    dx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    kernels = torch.stack([dx, dx.T]).unsqueeze(1).to(values)
+    flat = values.reshape(b * c, 1, h, w)
+    padded = F.pad(flat, (1, 1, 1, 1), mode="reflect" if min(h, w) > 1 else "replicate")
+    gradients = F.conv2d(padded, kernels)
+    return gradients.pow(2).sum(dim=1).sqrt().reshape(b, c, h, w).sum(dim=1, keepdim=True)
+
+
 @register_arch(
     "domain_transform",
     "a learnt recursive domain-transform filter (edge-aware smoothing along rows and columns) "
@@ -91,6 +144,11 @@ class DomainTransformNet(nn.Module):
         sigma_r: Range scale at first (learnt): an edge of this size in the guide's L1
             difference costs as much as ``sigma_s`` pixels of distance.
         iterations: Sweeps, each along the rows then the columns.
+        transform: One of :data:`TRANSFORMS`: ``"recursive"`` (learns its scales and guide
+            by gradient) or ``"normalised"`` (a box in the transformed domain; they stay).
+        edges: The head also reads the summed Sobel magnitude of the smoothed input's
+            channels and each smoothed input channel times it.
+        clip: The output is clipped to [0, 1] (as a tool's 8-bit output is).
         hidden: Channels of each hidden layer of the head's MLP.
         layers: Hidden layers of the head's MLP (0: the head is linear).
         activation: One of :data:`~img2img_filters.models.structured.ACTIVATIONS`.
@@ -114,6 +172,9 @@ class DomainTransformNet(nn.Module):
         sigma_s: float = 30.0,
         sigma_r: float = 0.3,
         iterations: int = 3,
+        transform: str = "recursive",
+        edges: bool = False,
+        clip: bool = False,
         hidden: int = 32,
         layers: int = 1,
         activation: str = "relu",
@@ -131,6 +192,9 @@ class DomainTransformNet(nn.Module):
             raise ValueError(
                 f"sigma_s / sigma_r must be finite; got sigma_s={sigma_s!r}, sigma_r={sigma_r!r}"
             )
+        self.transform = check_str("transform", transform, TRANSFORMS)
+        self.edges = check_bool("edges", edges)
+        self.clip = check_bool("clip", clip)
         self.guide = nn.Conv2d(in_channels, guide, 1)
         check_int("guide_hidden", guide_hidden, 0, maximum=MAX_WIDTH)
         self.guide_mlp = (
@@ -145,6 +209,8 @@ class DomainTransformNet(nn.Module):
         self.log_sigma_s = nn.Parameter(torch.tensor(math.log(sigma_s)))
         self.log_ratio = nn.Parameter(torch.tensor(math.log(sigma_s / sigma_r)))
         inputs = 2 * (in_channels + guide)  # each value and its smoothed version
+        if edges:  # the edge magnitude, and each smoothed input channel times it
+            inputs += 1 + in_channels
         self.linear = nn.Linear(inputs, out_channels)
         self.mlp = pixel_mlp(inputs, hidden, layers, out_channels, activation)
         self.reset_parameters()
@@ -184,6 +250,8 @@ class DomainTransformNet(nn.Module):
         distance_v = (1.0 + ratio * F.pad(down, (0, 0, 1, 0))).transpose(-1, -2)
         n = self.iterations
         smoothed = values
+        if self.transform == "normalised":
+            return self._box_sweeps(values, distance_h, distance_v)
         for i in range(n):
             scale = math.sqrt(3.0) * 2.0 ** (n - i - 1) / math.sqrt(4.0**n - 1.0)
             rate = math.sqrt(2.0) / (self.log_sigma_s.exp() * scale)  # a = exp(-rate)
@@ -194,20 +262,62 @@ class DomainTransformNet(nn.Module):
             smoothed = along_columns.transpose(-1, -2)
         return smoothed
 
-    def head_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """What the head reads ``(B, H, W, 2 * (in + guide))``, channels last.
+    def _box_sweeps(
+        self, values: torch.Tensor, distance_h: torch.Tensor, distance_v: torch.Tensor
+    ) -> torch.Tensor:
+        """The normalised-convolution sweeps of :meth:`smooth` (the scales as numbers)."""
+        across = distance_h.detach().cumsum(-1)  # each pixel's transformed coordinate
+        down = distance_v.detach().cumsum(-1)  # (B, 1, W, H): the columns as rows
+        n = self.iterations
+        sigma_s = float(self.log_sigma_s.detach().exp())
+        smoothed = values
+        for i in range(n):
+            scale = sigma_s * math.sqrt(3.0) * 2.0 ** (n - i - 1) / math.sqrt(4.0**n - 1.0)
+            radius = math.sqrt(3.0) * scale  # OpenCV's arithmetic, to the last bit
+            smoothed = normalised_sweep(smoothed, across, radius)
+            smoothed = normalised_sweep(smoothed.transpose(-1, -2), down, radius)
+            smoothed = smoothed.transpose(-1, -2)
+        return smoothed
 
-        The input and the guide, then both smoothed by :meth:`smooth`.
+    def head_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads ``(B, H, W, F)``, channels last.
+
+        The input and the guide, then both smoothed by :meth:`smooth`; with ``edges``,
+        then the summed Sobel magnitude ``m`` of the smoothed input and the smoothed input
+        times ``m``.
         """
         guide = self.guide(x)
         if len(self.guide_mlp):
             guide = guide + self.guide_mlp(x)
         values = torch.cat([x, guide], dim=1)
-        return torch.cat([values, self.smooth(values, guide)], dim=1).permute(0, 2, 3, 1)
+        smoothed = self.smooth(values, guide)
+        features = [values, smoothed]
+        if self.edges:
+            photo = smoothed[:, : x.shape[1]]
+            magnitude = sobel_magnitude(photo)
+            features += [magnitude, photo * magnitude]
+        return torch.cat(features, dim=1).permute(0, 2, 3, 1)
+
+    def fit_head(self, x: torch.Tensor, targets: torch.Tensor) -> float:
+        """Set the linear head to its least-squares fit on photos; the fit's RMS error.
+
+        See :func:`~img2img_filters.models.structured.fit_linear_head` (photos no head
+        explains are left out).
+
+        Args:
+            x: Photos ``(B, in, H, W)``.
+            targets: Their targets ``(B, out, H, W)``.
+        """
+        with torch.no_grad():
+            z = self.head_inputs(x)
+            rest = self.mlp(z).permute(0, 3, 1, 2) if len(self.mlp) else 0.0
+        return fit_linear_head(self.linear, z, targets - rest, clip=self.clip)
 
     def _head(self, z: torch.Tensor) -> torch.Tensor:
         out = self.linear(z)
-        return out + self.mlp(z) if len(self.mlp) else out
+        if len(self.mlp):
+            out = out + self.mlp(z)
+        return out.clamp(0.0, 1.0) if self.clip else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``.
@@ -227,9 +337,14 @@ class DomainTransformNet(nn.Module):
 
         The input, the guide and their smoothed versions (the sweeps hold about three
         copies), and the head's inputs; the head's hidden layers count for a band only.
+        The normalised sweeps also hold the running sums and two windows' bounds and
+        gathered sums (eight-byte indices).
         """
         values = self.guide.in_channels + self.guide.out_channels
-        return 4 * (self.guide.in_channels + 4 * values + self.linear.in_features + 8)
+        size = 4 * (self.guide.in_channels + 4 * values + self.linear.in_features + 8)
+        if self.transform == "normalised":
+            size += 4 * 3 * values + 8 * 2 * (1 + values)
+        return size
 
     def receptive_field(self) -> int:
         """1: no window; every output reads its whole row and column (``whole_image``)."""

@@ -9,6 +9,8 @@ parameters and generalises across image sizes and contents.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -16,7 +18,7 @@ from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
 
-__all__ = ["ACTIVATIONS", "StructuredNet", "pixel_mlp"]
+__all__ = ["ACTIVATIONS", "StructuredNet", "fit_linear_head", "pixel_mlp"]
 
 #: The activations of the per-pixel MLP, by name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -45,6 +47,89 @@ def pixel_mlp(
     if layers:
         mlp.append(nn.Linear(channels, outputs, bias=False))
     return nn.Sequential(*mlp)
+
+
+#: A photo whose error is more than this many times the median photo's is left out of the
+#: head's fit (a teacher's output that no model of the others explains).
+OUTLIER_FACTOR = 4.0
+#: The share of the photos the fit keeps at least.
+KEPT_SHARE = 0.75
+
+
+def _least_squares(
+    design: torch.Tensor, y: torch.Tensor, kept: torch.Tensor, clip: bool
+) -> torch.Tensor:
+    """``(F + 1, C_out)``: the fit of ``y`` ``(B, N, C_out)`` on ``design`` ``(B, N, F + 1)``.
+
+    Only the photos ``kept`` count and, with ``clip``, only each channel's pixels whose target
+    is inside (0, 1): a clipped output says nothing of the value the head should have.
+    """
+    rows, targets = design[kept].flatten(0, 1), y[kept].flatten(0, 1)
+    if not clip:
+        return torch.linalg.lstsq(rows, targets, driver="gelsd").solution
+    columns = []
+    for c in range(targets.shape[1]):
+        inside = (targets[:, c] > 0) & (targets[:, c] < 1)
+        if not bool(inside.any()):  # all clipped: any head that clips them will do
+            inside = torch.ones_like(inside)
+        fit = torch.linalg.lstsq(rows[inside], targets[inside, c : c + 1], driver="gelsd")
+        columns.append(fit.solution)
+    return torch.cat(columns, dim=1)
+
+
+def _photo_errors(
+    design: torch.Tensor, y: torch.Tensor, solution: torch.Tensor, clip: bool
+) -> torch.Tensor:
+    """``(B,)``: each photo's RMS error under ``solution`` (its output clipped with ``clip``)."""
+    predicted = design @ solution
+    if clip:
+        predicted = predicted.clamp(0.0, 1.0)
+    return (predicted - y).pow(2).mean(dim=(1, 2)).sqrt()
+
+
+@torch.no_grad()
+def fit_linear_head(
+    linear: nn.Linear, features: torch.Tensor, targets: torch.Tensor, clip: bool = False
+) -> float:
+    """Set ``linear`` to the least-squares fit of ``targets`` on ``features``; its RMS error.
+
+    A few targets no head explains (a teacher's garbage on some inputs) must not bend
+    the fit, so it is made on the photos that agree: each photo is fitted alone, the fit
+    whose median error over all the photos is least picks the photos within
+    :data:`OUTLIER_FACTOR` times that median (at least :data:`KEPT_SHARE` of them, the
+    best), and the head is fitted on those.
+
+    Args:
+        linear: The head, ``features`` in and the targets' channels out.
+        features: ``(B, H, W, F)``: what the head reads, channels last.
+        targets: ``(B, C_out, H, W)``.
+        clip: The head's output is clipped to [0, 1]: fit the pixels whose target is
+            inside, and measure the error of the clipped output.
+
+    Returns:
+        The RMS residual of the fit over every pixel and channel of the photos it kept
+        (float64).
+    """
+    photos = features.shape[0]
+    z = features.reshape(photos, -1, linear.in_features).double()
+    design = torch.cat([z, torch.ones_like(z[..., :1])], dim=-1)
+    y = targets.permute(0, 2, 3, 1).reshape(photos, -1, linear.out_features).double()
+    kept = torch.ones(photos, dtype=torch.bool)
+    if photos >= 3:
+        alone = torch.eye(photos, dtype=torch.bool)
+        errors = torch.stack(
+            [_photo_errors(design, y, _least_squares(design, y, alone[b], clip), clip)
+             for b in range(photos)]
+        )  # fmt: skip
+        typical = errors.median(dim=1).values
+        best = int(typical.argmin())
+        least = max(math.ceil(KEPT_SHARE * photos), 1)
+        within = errors[best] <= max(OUTLIER_FACTOR * float(typical[best]), 1e-9)
+        kept = within | (errors[best].argsort().argsort() < least)
+    solution = _least_squares(design, y, kept, clip)
+    linear.weight.copy_(solution[:-1].T.to(linear.weight))
+    linear.bias.copy_(solution[-1].to(linear.bias))
+    return float(_photo_errors(design, y, solution, clip)[kept].pow(2).mean().sqrt())
 
 
 @register_arch(

@@ -45,8 +45,9 @@ def clip_histograms(histograms: torch.Tensor, limit: int) -> torch.Tensor:
         limit: The most counts a bin keeps (``>= 1``).
 
     Returns:
-        ``(T, bins)`` ``int64``: the clipped histograms, each with the total it came with
-        (or a few counts more: the last stride may overshoot).
+        ``(T, bins)`` ``int64``: the clipped histograms, no bin above ``limit``, each with
+        the total it came with (a few counts more where the last stride overshoots; every
+        bin at ``limit`` where the total is more than the bins hold).
     """
     bins = histograms.shape[-1]
     excess = (histograms - limit).clamp_min(0).sum(-1)
