@@ -109,6 +109,13 @@ def _certify(model: torch.nn.Module, val_set: Any) -> dict[str, Any]:
     return {key: certificate[key] for key in CERTIFICATE_KEYS}
 
 
+def _defined_subset(val_set: Any, defined: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(input, target)`` pairs of ``val_set`` whose photo the tool's output is defined on."""
+    inputs, targets = val_set.batch(np.arange(len(val_set)), "cpu")
+    photos = (inputs * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [(inputs[i], targets[i]) for i in range(len(photos)) if defined(photos[i])]
+
+
 def _run(op: Operator, teacher: Any, flavour: str, args: argparse.Namespace, work: Path) -> Any:
     """One ``train_run`` (its log kept); returns the result and the log."""
     arch = "auto" if flavour == "auto" else "study"
@@ -169,6 +176,13 @@ def benchmark_operator(op: Operator, args: argparse.Namespace, work: Path) -> di
         **_certify(study_result.model, val_set),
     }
     verdict = probe.get("verdict", "unknown")
+    defined = None
+    if op.defined is not None:  # the tool's output is its operator on some photos only
+        subset = _defined_subset(val_set, op.defined)
+        defined = {"photos": len(subset), "of": len(val_set)}
+        if subset:
+            defined["auto"] = _certify(auto_result.model, subset)
+            defined["study"] = _certify(study_result.model, subset)
     row = {
         "operator": op.name,
         "tool": op.tool,
@@ -186,6 +200,7 @@ def benchmark_operator(op: Operator, args: argparse.Namespace, work: Path) -> di
         "teacher_throughput": throughput,
         "train_images": auto_result.metrics.get("images"),
         "target": _target(op.kind, verdict, auto),
+        "defined": defined,
     }
     print(
         f"{op.name}: auto {auto['arch']} {auto['psnr']:.2f} dB, exact {auto['exact_share']:.4f}; "
@@ -288,6 +303,25 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         lines.append(f"- `{row['operator']}`: {row['probe_line']}. {row['probe_summary']}.")
     for row in result["failed"]:
         lines.append(f"- `{row['operator']}` ({row['tool']}): **failed**: {row['error']}")
+    partial = [row for row in result["rows"] if row.get("defined")]
+    if partial:
+        lines += [
+            "",
+            "Tools whose output is not their operator on some photos (the target "
+            "above still counts every photo):",
+            "",
+        ]
+    for row in partial:
+        defined = row["defined"]
+        text = f"- `{row['operator']}`: defined on {defined['photos']} of {defined['of']} "
+        text += "validation photos"
+        if "auto" in defined:
+            auto, study = defined["auto"], defined["study"]
+            text += (
+                f"; on those, auto {auto['psnr']:.2f} dB, SSIM {auto['ssim']:.4f}, "
+                f"{100 * auto['exact_share']:.2f}% exact (study {study['psnr']:.2f} dB)"
+            )
+        lines.append(text + ".")
     met = sum(row["target"]["met"] for row in result["rows"])
     lines += ["", f"Targets met: {met} of {len(result['rows'])}."]
     path.write_text("\n".join(lines) + "\n")

@@ -156,3 +156,58 @@ def test_merged_says_which_rows_were_run_again_and_which_were_added(
         "b: run again; c: added on d1 with the same budget and photos (load average 2.5)"
     )
     assert merged["config"]["date"] == "d0"  # the table's own run
+
+
+def test_stylizations_undefined_photos_are_the_ones_opencv_gets_wrong(
+    operators: ModuleType,
+) -> None:
+    import cv2
+    import torch
+    from skimage import data
+
+    from img2img_filters.models import create_img2img_model
+
+    defined = sys.modules["third_party"].opencv_normalised_convolution_defined
+    model = create_img2img_model(
+        3, 3, "domain_transform", transform="normalised", sigma_s=60.0, sigma_r=0.45
+    )
+    for name, expected in (("astronaut", True), ("coffee", True), ("rocket", False)):
+        photo = np.ascontiguousarray(getattr(data, name)()[:64, :64])  # rocket's: flat sky
+        assert defined(photo) is expected
+        x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            filtered = np.round(model(x)[0].permute(1, 2, 0).numpy() * 255)
+        bgr = cv2.edgePreservingFilter(
+            np.ascontiguousarray(photo[..., ::-1]), flags=cv2.NORMCONV_FILTER, sigma_s=60,
+            sigma_r=0.45,
+        )  # fmt: skip
+        agrees = (np.abs(filtered - bgr[..., ::-1]) <= 1).mean() > 0.999
+        assert agrees is expected
+
+
+def test_a_tool_defined_on_some_photos_is_also_certified_on_those(
+    operators: ModuleType, mini_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    third_party = sys.modules["third_party"]
+    calls = iter(range(10**6))
+
+    def every_other(photo: np.ndarray) -> bool:  # a tool "defined" on every other photo
+        return next(calls) % 2 == 0
+
+    partly = [
+        dataclasses.replace(op, defined=every_other) if op.name == "sk-gamma" else op
+        for op in third_party.OPERATORS
+    ]
+    monkeypatch.setattr(operators, "OPERATORS", partly)
+    argv = ["--small", "--budget", "2", "--operator", "sk-gamma", "--root", str(mini_root)]
+    operators.main([*argv, "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "operators.json").read_text())
+    defined = result["rows"][0]["defined"]
+    assert defined["of"] == result["config"]["val_images"] >= 2
+    assert defined["photos"] == (defined["of"] + 1) // 2
+    for side in ("auto", "study"):
+        assert set(operators.CERTIFICATE_KEYS) <= set(defined[side])
+    markdown = (tmp_path / "operators.md").read_text()
+    assert f"- `sk-gamma`: defined on {defined['photos']} of {defined['of']} validation" in markdown
