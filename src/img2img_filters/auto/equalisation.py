@@ -79,7 +79,8 @@ def equalisation_candidate(inputs: torch.Tensor, targets: torch.Tensor) -> tuple
         "gradient",
         "equalisation",
         {**_OPTIONS, **settings},
-        {**GRADIENT_TRAIN, "learning_rate": 1e-3},
+        # it starts at the equalisation itself: small steps, so that training cannot wreck it
+        {**GRADIENT_TRAIN, "learning_rate": 1e-4},
         dict(REFINE),
         reason=f"adaptive contrast: a tile-histogram equalisation ({shown}; the best of "
         f"{len(grid)} settings for a least-squares linear head: {psnr:.1f} dB) and a per-pixel "
