@@ -157,8 +157,9 @@ def opencv_normalised_convolution_defined(
     the colour change along a row or column). When a row's (or a column's) whole
     transformed length is within that window of its first pixel, OpenCV finds no end
     for that pixel's window and reads its sums from outside them: the output is then
-    no longer the filter (and differs from it over the whole photo). This says whether
-    every row and column of the photo is longer than the window.
+    undefined (it differs from the filter over the whole photo on most such photos, and
+    may change from run to run). This says whether every row and column of the photo is
+    longer than the window.
     """
     image = photo.astype(np.float32) / 255.0
     steps = sigma_s / sigma_r

@@ -89,11 +89,30 @@ def test_receptive_field_is_exact(arch: str, in_channels: int, out_channels: int
     model = _generic(in_channels, out_channels, arch)
     claimed = receptive_field(model)
     assert isinstance(claimed, int) and claimed % 2 == 1
+    if arch == "equalisation":  # histograms: a pixel moves only the levels it passes
+        assert _reads_beyond(model, in_channels, claimed)
+        return
     measured = _measured_receptive_field(model, in_channels, claimed)
     if getattr(model, "whole_image", False):  # a recursive filter: the change reaches the edges
         assert measured == (2 * claimed + 11, 2 * claimed + 11)
     else:
         assert measured == (claimed, claimed)
+
+
+def _reads_beyond(model: nn.Module, in_channels: int, claimed: int) -> bool:
+    """Whether outputs outside the claimed window change when a pixel is set to the darkest."""
+    size = 4 * claimed + 31
+    centre = size // 2
+    model = _randomise(model).double().eval()
+    generator = torch.Generator().manual_seed(2)
+    base = torch.rand(1, in_channels, size, size, dtype=torch.float64, generator=generator)
+    changed = base.clone()
+    changed[..., centre - 1 : centre + 2, centre - 1 : centre + 2] = 0.0
+    with torch.no_grad():
+        moved = (model(changed) != model(base)).any(dim=1)[0]
+    r = claimed // 2 + 1
+    moved[centre - r : centre + r + 1, centre - r : centre + r + 1] = False
+    return bool(moved.any())
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -158,7 +158,7 @@ def test_merged_says_which_rows_were_run_again_and_which_were_added(
     assert merged["config"]["date"] == "d0"  # the table's own run
 
 
-def test_stylizations_undefined_photos_are_the_ones_opencv_gets_wrong(
+def test_on_photos_called_defined_opencvs_normalised_convolution_is_the_filter(
     operators: ModuleType,
 ) -> None:
     import cv2
@@ -171,9 +171,9 @@ def test_stylizations_undefined_photos_are_the_ones_opencv_gets_wrong(
     model = create_img2img_model(
         3, 3, "domain_transform", transform="normalised", sigma_s=60.0, sigma_r=0.45
     )
-    for name, expected in (("astronaut", True), ("coffee", True), ("rocket", False)):
-        photo = np.ascontiguousarray(getattr(data, name)()[:64, :64])  # rocket's: flat sky
-        assert defined(photo) is expected
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo = np.ascontiguousarray(getattr(data, name)()[:64, :64])
+        assert defined(photo)
         x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             filtered = np.round(model(x)[0].permute(1, 2, 0).numpy() * 255)
@@ -181,8 +181,13 @@ def test_stylizations_undefined_photos_are_the_ones_opencv_gets_wrong(
             np.ascontiguousarray(photo[..., ::-1]), flags=cv2.NORMCONV_FILTER, sigma_s=60,
             sigma_r=0.45,
         )  # fmt: skip
-        agrees = (np.abs(filtered - bgr[..., ::-1]) <= 1).mean() > 0.999
-        assert agrees is expected
+        assert (np.abs(filtered - bgr[..., ::-1]) <= 1).mean() > 0.999
+    # The retina photo's black corner: rows whose whole transformed length is within the first
+    # window. There OpenCV reads a window's sums from outside them: its output is undefined.
+    corner = np.ascontiguousarray(data.retina()[:64, :64])
+    across = 1 + (60 / 0.45) * np.abs(np.diff(corner / 255.0, axis=1)).sum(axis=2)
+    assert across.sum(axis=1).min() <= 3 * 60 * 4 / np.sqrt(63)
+    assert not defined(corner)
 
 
 def test_a_tool_defined_on_some_photos_is_also_certified_on_those(
