@@ -160,3 +160,14 @@ def test_stylization_is_learnt_end_to_end_from_a_least_squares_head(tmp_path: Pa
         x = torch.rand(1, 3, *side)
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_the_edge_features_pass_finite_gradients_on_flat_patches() -> None:
+    model = create_img2img_model(3, 3, "domain_transform", edges=True, clip=True)
+    with torch.no_grad():
+        model.linear.weight.fill_(0.1)  # every feature, the edge magnitude included, counts
+    x = torch.full((1, 3, 16, 16), 0.5)
+    x[..., 8:, :] = 0.7  # flat halves: no gradient anywhere but on the step
+    model(x).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name

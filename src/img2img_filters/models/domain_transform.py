@@ -121,7 +121,9 @@ def sobel_magnitude(values: torch.Tensor) -> torch.Tensor:
     flat = values.reshape(b * c, 1, h, w)
     padded = F.pad(flat, (1, 1, 1, 1), mode="reflect" if min(h, w) > 1 else "replicate")
     gradients = F.conv2d(padded, kernels)
-    return gradients.pow(2).sum(dim=1).sqrt().reshape(b, c, h, w).sum(dim=1, keepdim=True)
+    # floored, so that a flat patch (no gradient) passes a zero gradient back, not 0 * inf
+    squared = gradients.pow(2).sum(dim=1).clamp_min(1e-20)
+    return squared.sqrt().reshape(b, c, h, w).sum(dim=1, keepdim=True)
 
 
 @register_arch(
