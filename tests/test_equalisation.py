@@ -157,7 +157,7 @@ def test_adaptive_contrast_is_learnt_end_to_end(tmp_path: Path) -> None:
         tmp_path / "run",
         DataConfig(data="samples", filter=clahe, limit=12),
         ModelConfig(arch="auto"),
-        {"device": "cpu", "progress": False, "max_epochs": 1, "time_budget": 20},
+        {"device": "cpu", "progress": False, "max_epochs": 1},  # no budget: deterministic
         figures=False,
         log=lambda _: None,
     )

@@ -341,8 +341,9 @@ def _warm_start(network: nn.Module, train_set: Any, log: Callable[[str], None]) 
     Auto chose the network's settings by that fit's error (see
     :mod:`img2img_filters.auto.wide`); training starts from it rather than from scratch,
     unless the network's own start is within :data:`WARM_START_GAIN` of it (a start
-    that is already the operator, fitted to no photo's rounding). Every process fits the
-    same photos, so they start alike.
+    that is already the operator, fitted to no photo's rounding). The fit's error counts
+    the photos it kept (see :func:`~img2img_filters.models.structured.fit_linear_head`),
+    the start's every photo. Every process fits the same photos, so they start alike.
     """
     inputs, targets = sample_batch(train_set, HEAD_PHOTOS)
     with torch.no_grad():
