@@ -322,3 +322,16 @@ def test_resolve_device_rejects_garbage():
             resolve_device(garbage, argument="model_device")
     with pytest.raises(TypeError, match="device must be a string"):
         resolve_device(0)
+
+
+def test_rms_psnr_is_scikit_images_psnr_of_that_error() -> None:
+    from img2img_filters.metrics import rms_psnr
+
+    rng = np.random.default_rng(3)
+    target = rng.random((16, 16))
+    prediction = target + 0.01 * rng.standard_normal((16, 16))
+    error = float(np.sqrt(np.mean((prediction - target) ** 2)))
+    for data_range in (1.0, 255.0):
+        expected = peak_signal_noise_ratio(target, prediction, data_range=data_range)
+        assert rms_psnr(error, data_range) == pytest.approx(expected, rel=1e-12)
+    assert rms_psnr(0.0) == float("inf")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -36,17 +38,28 @@ def _randomise(model: nn.Module) -> nn.Module:
     return model
 
 
+def _changed_outputs(
+    model: nn.Module, in_channels: int, size: int, change: Callable[[torch.Tensor], None]
+) -> torch.Tensor:
+    """``(size, size)`` bool: the outputs that move when ``change`` edits a random image in place."""
+    model = _randomise(model).double().eval()
+    generator = torch.Generator().manual_seed(2)
+    base = torch.rand(1, in_channels, size, size, dtype=torch.float64, generator=generator)
+    changed = base.clone()
+    change(changed)
+    with torch.no_grad():
+        return (model(changed) != model(base)).any(dim=1)[0]
+
+
 def _measured_receptive_field(model: nn.Module, in_channels: int, claimed: int) -> tuple[int, int]:
     """Perturb the centre pixel of a large image; return the (rows, cols) extent of changed outputs."""
     size = 2 * claimed + 11
     centre = size // 2
-    model = _randomise(model).double().eval()
-    generator = torch.Generator().manual_seed(2)
-    base = torch.rand(1, in_channels, size, size, dtype=torch.float64, generator=generator)
-    bumped = base.clone()
-    bumped[..., centre, centre] += 1.0
-    with torch.no_grad():
-        changed = (model(bumped) != model(base)).any(dim=1)[0]
+
+    def bump(image: torch.Tensor) -> None:
+        image[..., centre, centre] += 1.0
+
+    changed = _changed_outputs(model, in_channels, size, bump)
     rows = changed.any(dim=1).nonzero().flatten()
     cols = changed.any(dim=0).nonzero().flatten()
     # The change must be centred on the perturbed pixel.
@@ -103,13 +116,11 @@ def _reads_beyond(model: nn.Module, in_channels: int, claimed: int) -> bool:
     """Whether outputs outside the claimed window change when a pixel is set to the darkest."""
     size = 4 * claimed + 31
     centre = size // 2
-    model = _randomise(model).double().eval()
-    generator = torch.Generator().manual_seed(2)
-    base = torch.rand(1, in_channels, size, size, dtype=torch.float64, generator=generator)
-    changed = base.clone()
-    changed[..., centre - 1 : centre + 2, centre - 1 : centre + 2] = 0.0
-    with torch.no_grad():
-        moved = (model(changed) != model(base)).any(dim=1)[0]
+
+    def darken(image: torch.Tensor) -> None:
+        image[..., centre - 1 : centre + 2, centre - 1 : centre + 2] = 0.0
+
+    moved = _changed_outputs(model, in_channels, size, darken)
     r = claimed // 2 + 1
     moved[centre - r : centre + r + 1, centre - r : centre + r + 1] = False
     return bool(moved.any())

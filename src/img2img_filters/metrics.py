@@ -35,6 +35,7 @@ __all__ = [
     "compute_metrics",
     "predict_batches",
     "psnr",
+    "rms_psnr",
     "ssim",
 ]
 
@@ -89,6 +90,11 @@ def _check_pair(prediction: Any, target: Any) -> tuple[torch.Tensor, torch.Tenso
         prediction.detach().to(device=device, dtype=torch.float64),
         target.detach().to(device=device, dtype=torch.float64),
     )
+
+
+def rms_psnr(error: float, data_range: float = 1.0) -> float:
+    """The PSNR in decibels of an RMS error: ``20 * log10(data_range / error)``, ``inf`` at 0."""
+    return math.inf if error == 0 else 20.0 * math.log10(data_range / error)
 
 
 # -- per-image metrics -------------------------------------------------------------------------

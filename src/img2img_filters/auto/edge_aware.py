@@ -17,12 +17,12 @@ refined by a search on a finer and finer logarithmic step.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from img2img_filters.auto.recipes import GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img_filters.metrics import rms_psnr
 from img2img_filters.models import DomainTransformNet
 from img2img_filters.models.domain_transform import TRANSFORMS
 from img2img_filters.models.structured import fit_linear_head
@@ -122,10 +122,6 @@ def _refine(
     return settings, error
 
 
-def _psnr(error: float) -> float:
-    return math.inf if error == 0 else -20 * math.log10(error)
-
-
 def domain_transform_candidate(
     inputs: torch.Tensor, targets: torch.Tensor
 ) -> tuple[AutoChoice, float]:
@@ -154,7 +150,7 @@ def domain_transform_candidate(
     if error >= (1.0 - EDGES_GAIN) * plain_error:
         settings, error = plain, plain_error
     edges = settings["edges"]
-    psnr = _psnr(error)
+    psnr = rms_psnr(error)
     normalised = settings["transform"] == "normalised"
     # Normalised sweeps learn nothing of their scales: the least-squares head is the fit, and an
     # L1 loss keeps training from bending it towards targets no model explains.

@@ -12,12 +12,12 @@ candidates for wide operators.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from img2img_filters.auto.recipes import GRADIENT_TRAIN, REFINE, AutoChoice
+from img2img_filters.metrics import rms_psnr
 from img2img_filters.models import AdaptiveEqualisationNet
 from img2img_filters.models.equalisation import VALUES
 
@@ -72,7 +72,7 @@ def equalisation_candidate(inputs: torch.Tensor, targets: torch.Tensor) -> tuple
     ]
     errors = [equalisation_error(inputs, targets, **settings) for settings in grid]
     best = min(range(len(grid)), key=errors.__getitem__)
-    psnr = math.inf if errors[best] == 0 else -20 * math.log10(errors[best])
+    psnr = rms_psnr(errors[best])
     settings = grid[best]
     shown = ", ".join(f"{key}={value}" for key, value in settings.items())
     choice = AutoChoice(

@@ -45,7 +45,7 @@ from torch import nn
 from img2img_filters.limits import MAX_WIDTH
 from img2img_filters.models.options import check_bool, check_int, check_number, check_str
 from img2img_filters.models.registry import register_arch
-from img2img_filters.models.structured import ACTIVATIONS, fit_linear_head, pixel_mlp
+from img2img_filters.models.structured import ACTIVATIONS, LinearHead, pixel_mlp
 
 __all__ = ["TRANSFORMS", "DomainTransformNet", "normalised_sweep", "recursive_sweep"]
 
@@ -131,7 +131,7 @@ def sobel_magnitude(values: torch.Tensor) -> torch.Tensor:
     "a learnt recursive domain-transform filter (edge-aware smoothing along rows and columns) "
     "and a per-pixel head; for edge-preserving smoothing and detail enhancement (whole photo)",
 )
-class DomainTransformNet(nn.Module):
+class DomainTransformNet(LinearHead, nn.Module):
     """The photo and a learnt guide, smoothed by a learnt domain transform, then a per-pixel head.
 
     Args:
@@ -300,27 +300,6 @@ class DomainTransformNet(nn.Module):
             features += [magnitude, photo * magnitude]
         return torch.cat(features, dim=1).permute(0, 2, 3, 1)
 
-    def fit_head(self, x: torch.Tensor, targets: torch.Tensor) -> float:
-        """Set the linear head to its least-squares fit on photos; the fit's RMS error.
-
-        See :func:`~img2img_filters.models.structured.fit_linear_head` (photos no head
-        explains are left out).
-
-        Args:
-            x: Photos ``(B, in, H, W)``.
-            targets: Their targets ``(B, out, H, W)``.
-        """
-        with torch.no_grad():
-            z = self.head_inputs(x)
-            rest = self.mlp(z).permute(0, 3, 1, 2) if len(self.mlp) else 0.0
-        return fit_linear_head(self.linear, z, targets - rest, clip=self.clip)
-
-    def _head(self, z: torch.Tensor) -> torch.Tensor:
-        out = self.linear(z)
-        if len(self.mlp):
-            out = out + self.mlp(z)
-        return out.clamp(0.0, 1.0) if self.clip else out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``.
 
@@ -330,8 +309,8 @@ class DomainTransformNet(nn.Module):
         z = self.head_inputs(x)
         rows = max(1, HEAD_CHUNK_PIXELS // max(1, z.shape[0] * z.shape[2]))
         if z.shape[1] <= rows:
-            return self._head(z).permute(0, 3, 1, 2)
-        bands = [self._head(z[:, top : top + rows]) for top in range(0, z.shape[1], rows)]
+            return self.head(z).permute(0, 3, 1, 2)
+        bands = [self.head(z[:, top : top + rows]) for top in range(0, z.shape[1], rows)]
         return torch.cat(bands, dim=1).permute(0, 3, 1, 2)
 
     def memory_per_pixel(self) -> int:

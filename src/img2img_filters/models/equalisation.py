@@ -25,7 +25,7 @@ from torch import nn
 
 from img2img_filters.models.options import check_int, check_number, check_str
 from img2img_filters.models.registry import register_arch
-from img2img_filters.models.structured import ACTIVATIONS, fit_linear_head, pixel_mlp
+from img2img_filters.models.structured import ACTIVATIONS, LinearHead, pixel_mlp
 from img2img_filters.models.tile_histogram import GRAY_LEVELS, equalise_tiles
 
 __all__ = ["VALUES", "AdaptiveEqualisationNet"]
@@ -41,7 +41,7 @@ _LUMA = (0.299, 0.587, 0.114)
     "a tile-by-tile histogram equalisation (CLAHE) of a gray channel and a per-pixel head; "
     "for adaptive contrast operators (whole photo)",
 )
-class AdaptiveEqualisationNet(nn.Module):
+class AdaptiveEqualisationNet(LinearHead, nn.Module):
     """A channel of the photo equalised tile by tile, then a per-pixel head.
 
     Args:
@@ -148,28 +148,9 @@ class AdaptiveEqualisationNet(nn.Module):
             features = [x, gray, equalised, ratio * equalised]
         return torch.cat(features, dim=1).permute(0, 2, 3, 1)
 
-    def fit_head(self, x: torch.Tensor, targets: torch.Tensor) -> float:
-        """Set the linear head to its least-squares fit on photos; the fit's RMS error.
-
-        See :func:`~img2img_filters.models.structured.fit_linear_head` (photos no head
-        explains are left out).
-
-        Args:
-            x: Photos ``(B, in, H, W)``.
-            targets: Their targets ``(B, out, H, W)``.
-        """
-        with torch.no_grad():
-            z = self.head_inputs(x)
-            rest = self.mlp(z).permute(0, 3, 1, 2) if len(self.mlp) else 0.0
-        return fit_linear_head(self.linear, z, targets - rest)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` in [0, 1] -> ``(B, out, H, W)``."""
-        z = self.head_inputs(x)
-        out = self.linear(z)
-        if len(self.mlp):
-            out = out + self.mlp(z)
-        return out.permute(0, 3, 1, 2)
+        return self.head(self.head_inputs(x)).permute(0, 3, 1, 2)
 
     def memory_per_pixel(self) -> int:
         """Bytes one pixel of a photo takes at most in :meth:`forward` (float32), about.

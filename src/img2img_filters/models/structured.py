@@ -18,7 +18,7 @@ from img2img_filters.models.layers import BorderConv2d
 from img2img_filters.models.options import check_bool, check_int, check_str
 from img2img_filters.models.registry import register_arch
 
-__all__ = ["ACTIVATIONS", "StructuredNet", "fit_linear_head", "pixel_mlp"]
+__all__ = ["ACTIVATIONS", "LinearHead", "StructuredNet", "fit_linear_head", "pixel_mlp"]
 
 #: The activations of the per-pixel MLP, by name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -130,6 +130,39 @@ def fit_linear_head(
     linear.weight.copy_(solution[:-1].T.to(linear.weight))
     linear.bias.copy_(solution[-1].to(linear.bias))
     return float(_photo_errors(design, y, solution, clip)[kept].pow(2).mean().sqrt())
+
+
+class LinearHead:
+    """A per-pixel head for a network with fixed features: ``linear`` plus ``mlp``, summed.
+
+    The network (an ``nn.Module`` that mixes this in) has ``self.linear`` (an ``nn.Linear``),
+    ``self.mlp`` (a :func:`pixel_mlp`, empty for none) and ``head_inputs(x)`` ``(B, H, W, F)``;
+    with ``self.clip`` the head's output is clipped to [0, 1].
+    """
+
+    clip = False
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Channels-last head inputs ``(..., F)`` -> outputs ``(..., out)``."""
+        out = self.linear(z)
+        if len(self.mlp):
+            out = out + self.mlp(z)
+        return out.clamp(0.0, 1.0) if self.clip else out
+
+    def fit_head(self, x: torch.Tensor, targets: torch.Tensor) -> float:
+        """Set the linear head to its least-squares fit on photos; the fit's RMS error.
+
+        See :func:`fit_linear_head` (photos no head explains are left out); the MLP's
+        part of the outputs is taken off the targets first.
+
+        Args:
+            x: Photos ``(B, in, H, W)``.
+            targets: Their targets ``(B, out, H, W)``.
+        """
+        with torch.no_grad():
+            z = self.head_inputs(x)
+            rest = self.mlp(z).permute(0, 3, 1, 2) if len(self.mlp) else 0.0
+        return fit_linear_head(self.linear, z, targets - rest, clip=self.clip)
 
 
 @register_arch(

@@ -106,7 +106,11 @@ def _reflect(values: torch.Tensor, top: int, bottom: int, left: int, right: int)
 
 @torch.jit.script
 def equalise_tiles(
-    gray: torch.Tensor, tiles: int = 8, clip_limit: float = 0.01, bins: int = 256
+    gray: torch.Tensor,
+    tiles: int = 8,
+    clip_limit: float = 0.01,
+    bins: int = 256,
+    gray_levels: int = GRAY_LEVELS,
 ) -> torch.Tensor:
     """Contrast-limited adaptive histogram equalisation of each photo of ``gray``.
 
@@ -115,18 +119,20 @@ def equalise_tiles(
         tiles: Tiles per side: a tile is ``H // tiles`` by ``W // tiles`` pixels (at least 1).
         clip_limit: A bin of a tile's histogram keeps at most this share of the tile's
             pixels (at least one); 0 does not clip (plain adaptive equalisation).
-        bins: Histogram bins over the 14-bit gray levels.
+        bins: Histogram bins over the gray levels.
+        gray_levels: Levels the channel is quantised to before it is binned (scikit-image's
+            14 bits: :data:`GRAY_LEVELS`).
 
     Returns:
         ``(N, H, W)`` float64 in [0, 1]: the equalised photos, each stretched to the full range.
     """
     n, height, width = gray.shape[0], gray.shape[1], gray.shape[2]
-    top_level = float(16383)  # GRAY_LEVELS - 1 (TorchScript reads no globals)
+    top_level = float(gray_levels - 1)
     tile_h = max(height // tiles, 1)
     tile_w = max(width // tiles, 1)
     levels = torch.round(gray.double().clamp(0.0, 1.0) * 65535.0)
     levels = torch.round(_stretch(levels, top_level))
-    binned = torch.div(levels, 1 + 16384 // bins, rounding_mode="floor")
+    binned = torch.div(levels, 1 + gray_levels // bins, rounding_mode="floor")
     top, left = tile_h // 2, tile_w // 2
     bottom = (tile_h - height % tile_h) % tile_h + math.ceil(tile_h / 2.0)
     right = (tile_w - width % tile_w) % tile_w + math.ceil(tile_w / 2.0)

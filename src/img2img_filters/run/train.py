@@ -9,7 +9,6 @@ adds the report.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -26,7 +25,7 @@ from img2img_filters.checkpoint import save_model
 from img2img_filters.data import load_filtered_dataset
 from img2img_filters.distributed import setup_distributed
 from img2img_filters.filters import CommandFilter, create_filter
-from img2img_filters.metrics import compute_metrics
+from img2img_filters.metrics import compute_metrics, rms_psnr
 from img2img_filters.run.config import DataConfig, ModelConfig, config_record, resolved_train
 from img2img_filters.run.folder import (
     CONFIG_FILE,
@@ -364,7 +363,7 @@ def _warm_start(network: nn.Module, train_set: Any, log: Callable[[str], None]) 
 
 
 def _db(error: float) -> str:
-    return "inf dB" if error == 0 else f"{-20 * math.log10(error):.1f} dB"
+    return f"{rms_psnr(error):.1f} dB"
 
 
 #: The finish of a linear model trained by gradient: its MSE is a quadratic whose weakest
