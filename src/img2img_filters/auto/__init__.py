@@ -99,7 +99,7 @@ from img2img_filters.filters import Filter, TeacherFilter
 from img2img_filters.metrics import compute_metrics
 from img2img_filters.models import create_img2img_model
 from img2img_filters.models.registry import get_arch
-from img2img_filters.solve import fit_linear, fit_lut
+from img2img_filters.solve import fit_gray_blend, fit_linear, fit_lut
 from img2img_filters.train.config import TrainResult
 
 __all__ = [
@@ -117,6 +117,12 @@ __all__ = [
     "fit_auto",
     "probe_teacher",
 ]
+
+
+#: The architectures :func:`fit_auto` fits.
+EXACT_ARCHS = ("linear", "clipped_linear", "lut3d", "box_cascade", "gray_blend")
+#: The photos a gray blend is fitted on.
+GRAY_BLEND_PHOTOS = 64
 
 
 def _support(filter: Filter) -> int:
@@ -188,7 +194,15 @@ def _exact_model(
     train_dataset: Any, choice: AutoChoice, device: str, progress: bool, seconds: float | None
 ) -> nn.Module:
     """The closed-form fit of an exact choice (see :func:`fit_auto`), with its ``fit_report``."""
-    if choice.arch == "lut3d":
+    if choice.arch == "box_cascade":  # its settings were searched: nothing left to solve
+        inputs, targets = train_dataset.batch([0], "cpu")
+        model = create_img2img_model(
+            inputs.shape[1], targets.shape[1], "box_cascade", **choice.options
+        )
+        model.fit_report = {"images": 0, "out_of_time": False}
+    elif choice.arch == "gray_blend":
+        model = fit_gray_blend(train_dataset, **choice.options, max_images=GRAY_BLEND_PHOTOS)
+    elif choice.arch == "lut3d":
         sizes = {
             key: choice.options[key] for key in ("size", "curve_size") if key in choice.options
         }
@@ -234,8 +248,11 @@ def fit_auto(
         choice: An ``"exact"`` choice from :func:`choose_arch`, or one made from
             :func:`arch_for_verdict`: ``"linear"`` (:func:`img2img_filters.solve.fit_linear`
             with its ``kernel_size``), ``"clipped_linear"`` (the same with ``clip`` and
-            ``image_mean``; ``keep_edge`` is set on the model) or ``"lut3d"``
-            (:func:`img2img_filters.solve.fit_lut` with its ``size`` and ``curve_size``).
+            ``image_mean``; ``keep_edge`` is set on the model), ``"lut3d"``
+            (:func:`img2img_filters.solve.fit_lut` with its ``size`` and ``curve_size``), or
+            ``"box_cascade"`` (its searched settings, nothing to solve), or ``"gray_blend"``
+            (:func:`img2img_filters.solve.fit_gray_blend` with its roundings, on the first
+            :data:`GRAY_BLEND_PHOTOS` photos).
         device: Where to accumulate the normal equations.
         progress: Show a progress bar.
         seconds: A linear fit accumulates its normal equations over the photos it reaches
@@ -248,18 +265,24 @@ def fit_auto(
     """
     if choice.method != "exact":
         raise ValueError(f"fit_auto fits exact choices only; got method {choice.method!r}")
-    if choice.arch not in ("linear", "clipped_linear", "lut3d"):
-        raise ValueError(
-            f"fit_auto fits 'linear', 'clipped_linear' and 'lut3d' only; got arch {choice.arch!r}"
-        )
+    if choice.arch not in EXACT_ARCHS:
+        raise ValueError(f"fit_auto fits {list(EXACT_ARCHS)} only; got arch {choice.arch!r}")
     started = time.perf_counter()
     model = _exact_model(train_dataset, choice, device, progress, seconds)
     fitted = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
-    what = "a colour lookup table" if choice.arch == "lut3d" else "its kernel"
+    what = {
+        "lut3d": "a colour lookup table",
+        "box_cascade": "the box passes' setting",
+        "gray_blend": "the blend's factor and gray weights",
+    }.get(choice.arch, "its kernel")
     report = model.fit_report  # fit_linear and fit_lut always attach it
-    stopped = "closed-form least-squares fit"
+    stopped = (
+        "settings searched on the training photos"
+        if choice.arch == "box_cascade"
+        else "closed-form least-squares fit"
+    )
     if report.get("out_of_time"):
         stopped += f" on the first {report['images']} photos (time budget reached)"
     result = TrainResult(

@@ -12,9 +12,14 @@ verdict    choice
 =========  ====================================================================================
 linear     the exact least-squares fit, kernel ``2r + 1`` from the probe's radius ``r`` (a
            3->3 colour matrix when ``r`` is 0 and the outputs are RGB; at most
-           :data:`MAX_EXACT_KERNEL` when the support is unbounded or wider)
-pointwise  the exact clipped fit of a colour matrix when the teacher is one up to clipping
-           (:mod:`img2img_filters.auto.clipped`); else ``lut3d`` (a 3D lookup table) when
+           :data:`MAX_EXACT_KERNEL` when the support is unbounded or wider); a blur
+           computed as box passes rounded to 8 bits gets ``box_cascade``, its settings
+           searched, when it matches the photos better (:mod:`img2img_filters.auto.box_cascade`)
+pointwise  a ``gray_blend`` (each pixel blended with its gray, both rounded to 8 bits as
+           tools round them) when it matches the photos better than a clipped colour
+           matrix (:mod:`img2img_filters.auto.gray_blend`; also for linear of radius 0);
+           else the exact clipped fit of a colour matrix when the teacher is one up to
+           clipping (:mod:`img2img_filters.auto.clipped`); else ``lut3d`` (a 3D lookup table) when
            registered, else ``pixelmlp``, else a 1x1 ``neighbourhood`` network (linear colour
            features, their absolute values, an MLP)
 local      the exact clipped fit of a ``2r + 1`` kernel when the teacher is linear up to
@@ -42,7 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from img2img_filters.auto.box_cascade import box_cascade_choice
 from img2img_filters.auto.clipped import clipped_linear_choice
+from img2img_filters.auto.gray_blend import gray_blend_choice
 from img2img_filters.auto.recipes import (
     DEFAULT_RECIPE,
     GRADIENT_TRAIN,
@@ -349,6 +356,9 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
     if dataset is None:
         return choice
     found = _found(report)
+    blend = gray_blend_choice(report, dataset, found)
+    if blend is not None:
+        return blend
     clipped = clipped_linear_choice(report, dataset, teacher.border)
     if clipped is not None:
         size = clipped.options["kernel_size"]
@@ -363,6 +373,9 @@ def choose_for_teacher(teacher: TeacherFilter, dataset: Any = None) -> AutoChoic
         wide = wide_choice(report, dataset, found)
         if wide is not None:
             return wide
+    cascade = box_cascade_choice(report, dataset, found, MAX_EXACT_KERNEL)
+    if cascade is not None:
+        return cascade
     if report.verdict == "pointwise":
         return choice
     return _with_border(choice, dataset, report.support_radius)

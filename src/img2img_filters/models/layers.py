@@ -8,7 +8,20 @@ from torch import nn
 
 from img2img_filters.border import check_border, pad2d
 
-__all__ = ["BorderConv2d"]
+__all__ = ["BorderConv2d", "straight_through"]
+
+
+def straight_through(exact: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """``rounded`` in the forward pass, the gradient of ``exact`` in the backward pass.
+
+    Rounding has no useful gradient; a model that rounds as a tool does learns its other
+    parameters as if the rounding were not there.
+
+    Args:
+        exact: The values before rounding (any shape).
+        rounded: The rounded values (the same shape).
+    """
+    return exact + (rounded - exact).detach()
 
 
 class BorderConv2d(nn.Conv2d):

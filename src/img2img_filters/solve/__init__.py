@@ -17,7 +17,16 @@ True
 
 from img2img_filters.solve.colour import fit_lut
 from img2img_filters.solve.fold import fold_linear, kernel_error
+from img2img_filters.solve.gray_blend import fit_gray_blend
 from img2img_filters.solve.least_squares import fit_linear
 from img2img_filters.solve.refine import gauss_newton, lbfgs_refine
 
-__all__ = ["fit_linear", "fit_lut", "fold_linear", "gauss_newton", "kernel_error", "lbfgs_refine"]
+__all__ = [
+    "fit_gray_blend",
+    "fit_linear",
+    "fit_lut",
+    "fold_linear",
+    "gauss_newton",
+    "kernel_error",
+    "lbfgs_refine",
+]
