@@ -7,8 +7,9 @@ yet leaves about a quarter of its values one level off: the rounding between the
 passes is not a convolution. :func:`box_cascade_candidate` reads the blur's
 width from the least-squares kernel (the variance of its rows and of its
 columns), and for each number of passes from 1 to :data:`MAX_SEARCH_PASSES`
-derives the box radius of that variance, then scans the radii around it; each
-setting is scored by its squared error on the photos. The best is taken when it
+derives the box radius of that variance, then scans the integer weights around
+its own, coarse to fine; each setting is scored by its squared error on the
+photos. The best is taken when it
 matches the photos better than the least-squares kernel does, so a blur rounded
 once (or not at all) keeps its kernel. The passes blur each channel on its own:
 a kernel that mixes channels (its colour matrix, rounded to two decimals, is not
@@ -17,6 +18,7 @@ the identity) is left to least squares.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,12 +35,12 @@ __all__ = ["MAX_SEARCH_PASSES", "box_cascade_candidate", "box_cascade_choice", "
 
 #: The most passes tried.
 MAX_SEARCH_PASSES = 6
-#: Radii scanned on each side of the one the variance gives, and their spacing.
-_STEPS, _STEP = 24, 0.0025
+#: The steps the inner weight moves by, coarse to fine, and the moves each way at each step.
+_INNER_STEPS, _MOVES = (4096, 512, 64, 8, 1), 8
 #: The borders tried at the best setting (tools extend rows by their end pixels first).
 _BORDERS = ("replicate", "reflect101", "reflect", "constant")
 #: Photos the least-squares kernel is fitted on, and photos the settings are scored on.
-FIT_PHOTOS, SCORE_PHOTOS = 32, 12
+FIT_PHOTOS, SCORE_PHOTOS = 32, 24
 
 
 def box_variance(radius: float) -> float:
@@ -95,6 +97,40 @@ def _error(options: dict[str, Any], inputs: torch.Tensor, targets: torch.Tensor)
         return float((model(inputs) - targets).double().square().mean())
 
 
+def _radius_of_inner(whole: int, inner: int) -> float | None:
+    """A radius whose pass has these whole radius and inner weight, or ``None`` if none has."""
+    radius = ((1 << FRACTION_BITS) / (inner + 0.5) - 1.0) / 2.0
+    return radius if box_weights(radius)[:2] == (whole, inner) else None
+
+
+def _search_inner(
+    passes: int, whole: int, centre: float, inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[float, dict[str, Any]] | None:
+    """The least error over the inner weights of one whole radius, coarse to fine.
+
+    Each inner weight (an integer) is a different blur, and neighbouring ones differ
+    on few pixels: the scan starts from the weight of ``centre`` and moves by
+    :data:`_INNER_STEPS` in turn, keeping the best (ties: the one it holds).
+    """
+    one = 1 << FRACTION_BITS
+    low, high = one // (2 * whole + 3) + 1, one // (2 * whole + 1)  # whole <= R < whole + 1
+    start = min(max(box_weights(max(centre, whole))[1], low), high)
+    best: tuple[float, dict[str, Any]] | None = None
+    held = start
+    for step in (0, *_INNER_STEPS):
+        around = held
+        for move in sorted(range(-_MOVES, _MOVES + 1), key=abs) if step else [0]:
+            inner = around + move * step
+            radius = _radius_of_inner(whole, inner) if low <= inner <= high else None
+            if radius is None:
+                continue
+            options = {"radius": radius, "passes": passes, "border": "replicate"}
+            error = _error(options, inputs, targets)
+            if best is None or _better(error, best[0]):
+                best, held = (error, options), inner
+    return best
+
+
 def box_cascade_candidate(
     kernel: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, kernel_error: float
 ) -> tuple[AutoChoice, float] | None:
@@ -124,14 +160,10 @@ def box_cascade_candidate(
         centre = _radius_of_variance(variance / passes)
         if centre is None:
             continue
-        for step in sorted(range(-_STEPS, _STEPS + 1), key=abs):  # ties: nearest the centre
-            radius = centre + step * _STEP
-            if radius <= 0:
-                continue
-            options = {"radius": round(radius, 6), "passes": passes, "border": "replicate"}
-            error = _error(options, inputs, targets)
-            if best is None or _better(error, best[0]):
-                best = (error, options)
+        for whole in sorted({math.floor(max(centre - 0.1, 0.0)), math.floor(centre + 0.1)}):
+            found = _search_inner(passes, whole, centre, inputs, targets)
+            if found is not None and (best is None or _better(found[0], best[0])):
+                best = found
     if best is None:
         return None
     for border in _BORDERS[1:]:
@@ -149,7 +181,7 @@ def box_cascade_candidate(
         reason=f"probed linear operator whose least-squares kernel (variance {rows:.3g} along "
         f"rows, {columns:.3g} along columns) leaves a mean squared error of "
         f"{kernel_error:.3g}; {_passes(options['passes'])} of a box of radius "
-        f"{options['radius']:g}, each rounded to 8 bits, leave {error:.3g}",
+        f"{options['radius']:.6g}, each rounded to 8 bits, leave {error:.3g}",
     )
     return choice, error
 
@@ -193,7 +225,7 @@ def box_cascade_choice(
     settings = choice.options
     choice.probe = report.to_dict()
     choice.probe_line = (
-        f"{found} -> box_cascade(radius={settings['radius']:g}, passes={settings['passes']}), "
+        f"{found} -> box_cascade(radius={settings['radius']:.6g}, passes={settings['passes']}), "
         f"border {settings['border']}"
     )
     return choice
