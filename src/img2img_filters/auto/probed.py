@@ -32,11 +32,12 @@ wide       (local of radius 16 or more, or global; :mod:`img2img_filters.auto.wi
            tile-histogram equalisation, their settings searched, when a least-squares head
            on it reaches 30 dB; else as local or global
 global     the exact clipped fit of a colour matrix plus the photo's mean colour when it holds
-           (:mod:`img2img_filters.auto.clipped`); else as wide; else ``neighbourhood``: 8 linear
-           features of a
-           9x9 support, their 3x3 window in place and absolute, the photo's histograms
-           (``histogram``: each pixel's rank, the quantiles), MLP 64x2 (``can`` trains too
-           few steps under a CPU budget: see the code)
+           (:mod:`img2img_filters.auto.clipped`); else as wide; else, when every photo's
+           output spans the same range, ``stretch`` (a local network, each photo's levels
+           stretched between two quantiles: :mod:`img2img_filters.auto.stretch`); else
+           ``neighbourhood``: 8 linear features of a 9x9 support, their 3x3 window in place
+           and absolute, the photo's histograms (``histogram``: each pixel's rank, the
+           quantiles), MLP 64x2 (``can`` trains too few steps under a CPU budget: see the code)
 =========  ====================================================================================
 """
 

@@ -8,8 +8,10 @@ equalisation, :mod:`img2img_filters.auto.equalisation`). Each candidate's
 settings are searched on :data:`SCORE_PHOTOS` training photos, scored by the
 error of a least-squares linear head on its features. A shift-invariant one
 always gets the domain transform; otherwise the best candidate is taken when
-its head reaches :data:`WIDE_PSNR`, and the general recipe is left to the
-caller when none does.
+its head reaches :data:`WIDE_PSNR`; when none does, a global operator whose
+outputs span the same range on every photo gets a local network with each
+photo's levels stretched (:mod:`img2img_filters.auto.stretch`), and any other
+is left to the general recipe of the caller.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from img2img_filters.auto.edge_aware import (
 from img2img_filters.auto.equalisation import equalisation_candidate
 from img2img_filters.auto.recipes import AutoChoice
 from img2img_filters.auto.scoring import sample_batch
+from img2img_filters.auto.stretch import stretch_choice
 from img2img_filters.probe import ProbeReport
 
 __all__ = ["SCORE_PHOTOS", "WIDE_PSNR", "is_wide", "wide_choice"]
@@ -61,7 +64,7 @@ def wide_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoice | N
 
     Returns:
         The choice, with ``probe`` and ``probe_line`` set (the settings and the
-        least-squares PSNR), or ``None``.
+        least-squares PSNR; or the stretch's), or ``None``.
     """
     inputs, targets = sample_batch(dataset, SCORE_PHOTOS)
     invariant = is_edge_aware(report)
@@ -74,7 +77,7 @@ def wide_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoice | N
         ]
         choice, psnr = max(candidates, key=lambda candidate: candidate[1])
         if psnr < WIDE_PSNR:
-            return None
+            return stretch_choice(report, dataset, found)
     options = ", ".join(f"{key}={_shown(choice.options[key])}" for key in _SHOWN[choice.arch])
     choice.probe = report.to_dict()
     choice.probe_line = (

@@ -8,6 +8,7 @@ from img2img_filters.models import equalisation as _equalisation  # noqa: F401  
 from img2img_filters.models import gray_blend as _gray_blend  # noqa: F401  (registers gray_blend)
 from img2img_filters.models import neighbourhood as _neighbourhood  # noqa: F401  (registers neighbourhood)
 from img2img_filters.models import pointwise as _pointwise  # noqa: F401  (registers lut3d and pixelmlp)
+from img2img_filters.models import stretch as _stretch  # noqa: F401  (registers stretch)
 from img2img_filters.models import structured as _structured  # noqa: F401  (registers structured)
 from img2img_filters.models import study as _study  # noqa: F401  (registers study and linear)
 from img2img_filters.models.box_cascade import BoxCascadeNet
@@ -29,6 +30,7 @@ from img2img_filters.models.registry import (
     register_arch,
     validate_options,
 )
+from img2img_filters.models.stretch import LevelStretchNet
 from img2img_filters.models.structured import StructuredNet
 from img2img_filters.models.study import LinearNet, StudyNet
 
@@ -42,6 +44,7 @@ __all__ = [
     "ContextAggregationNet",
     "DomainTransformNet",
     "GrayBlendNet",
+    "LevelStretchNet",
     "LinearNet",
     "NeighbourhoodNet",
     "PixelMLP",

@@ -20,12 +20,11 @@ import torch
 from torch import nn
 
 from img2img_filters.auto import AutoChoice, choose_arch, default_model, fit_auto
-from img2img_filters.auto.scoring import sample_batch
 from img2img_filters.checkpoint import save_model
 from img2img_filters.data import load_filtered_dataset
 from img2img_filters.distributed import setup_distributed
 from img2img_filters.filters import CommandFilter, create_filter
-from img2img_filters.metrics import compute_metrics, rms_psnr
+from img2img_filters.metrics import compute_metrics
 from img2img_filters.run.config import DataConfig, ModelConfig, config_record, resolved_train
 from img2img_filters.run.folder import (
     CONFIG_FILE,
@@ -43,6 +42,7 @@ from img2img_filters.run.outcome import (
     target_bit_depth,
 )
 from img2img_filters.run.resume import RESUME_OVERRIDES, resume_config
+from img2img_filters.run.start import start_network
 from img2img_filters.solve import gauss_newton, lbfgs_refine
 from img2img_filters.solve.refine import RefineReport
 from img2img_filters.train import train_model
@@ -285,10 +285,11 @@ def _gradient(
             train.setdefault(key, value)
     torch.manual_seed(int(train.get("seed", 0)))  # the same start for every process count
     network = default_model(filter, arch, options)
-    if choice is not None and not resume and hasattr(network, "fit_head"):
-        _warm_start(network, train_set, log)
-    refine = _refine_plan(network, choice)
     budget = train.get("time_budget")
+    if choice is not None and not resume:
+        left = _time_left(budget, started)
+        start_network(network, train_set, left, int(train.get("seed", 0)), log)
+    refine = _refine_plan(network, choice)
     settings = dict(train)
     left = _time_left(budget, started)
     if left is not None:  # the polish takes the end of the budget
@@ -326,44 +327,6 @@ def _gradient(
             + (" (time budget reached)" if polish.out_of_time else "")
         )
     return network, result, polish
-
-
-#: Photos a model's linear head is fitted on before training (see :func:`_warm_start`).
-HEAD_PHOTOS = 12
-#: The share by which the least-squares head must beat the network's own start to replace it.
-WARM_START_GAIN = 0.1
-
-
-def _warm_start(network: nn.Module, train_set: Any, log: Callable[[str], None]) -> None:
-    """Start ``network``'s linear head at its least-squares fit on a few training photos.
-
-    Auto chose the network's settings by that fit's error (see
-    :mod:`img2img_filters.auto.wide`); training starts from it rather than from scratch,
-    unless the network's own start is within :data:`WARM_START_GAIN` of it (a start
-    that is already the operator, fitted to no photo's rounding). The fit's error counts
-    the photos it kept (see :func:`~img2img_filters.models.structured.fit_linear_head`),
-    the start's every photo. Every process fits the same photos, so they start alike.
-    """
-    inputs, targets = sample_batch(train_set, HEAD_PHOTOS)
-    with torch.no_grad():
-        before = float((network(inputs) - targets).double().pow(2).mean().sqrt())
-    start = {key: value.clone() for key, value in network.state_dict().items()}
-    error = network.fit_head(inputs, targets)
-    if error >= (1.0 - WARM_START_GAIN) * before:
-        network.load_state_dict(start)
-        log(
-            f"head: its own start kept (a least-squares fit on {inputs.shape[0]} photos is "
-            f"not {WARM_START_GAIN:.0%} better: {_db(error)} against {_db(before)})"
-        )
-        return
-    log(
-        f"head: least-squares start on {inputs.shape[0]} photos, {_db(error)} "
-        f"(its own start: {_db(before)})"
-    )
-
-
-def _db(error: float) -> str:
-    return f"{rms_psnr(error):.1f} dB"
 
 
 #: The finish of a linear model trained by gradient: its MSE is a quadratic whose weakest
