@@ -116,7 +116,7 @@ def test_auto_chooses_and_pretrains_the_stretch(
     choice = choose_arch(CallableFilter(levels_of_a_blur), train_set)
     assert (choice.method, choice.arch) == ("gradient", "stretch")
     assert choice.probe["verdict"] == "global"
-    assert "the same output range on every photo -> stretch(" in choice.probe_line
+    assert "the same output range on nearly every photo -> stretch(" in choice.probe_line
     lines: list[str] = []
     result = train_run(
         tmp_path / "run",
@@ -130,3 +130,21 @@ def test_auto_chooses_and_pretrains_the_stretch(
     assert any(line.startswith("stretch: local network trained 200 steps") for line in lines)
     assert result.metrics["psnr"] > 25.0
     assert result.metrics["certificate"]["probe"]["verdict"] == "global"
+
+
+def test_a_stretch_named_by_the_user_is_pretrained_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stretch_module, "PRETRAIN_STEPS", 20)
+    lines: list[str] = []
+    result = train_run(
+        tmp_path / "run",
+        DataConfig(data="samples", filter=levels_of_a_blur, limit=12, crop_size=32),
+        ModelConfig(arch="stretch"),
+        {"device": "cpu", "progress": False, "max_epochs": 1},
+        figures=False,
+        log=lines.append,
+    )
+    assert any(line.startswith("stretch: local network trained 20 steps") for line in lines)
+    assert not any(line.startswith("head:") for line in lines)  # no auto: no head's start
+    assert result.model.levels.tolist() != [0.0, 1.0]  # the levels were chosen

@@ -90,7 +90,7 @@ def same_range_on_every_photo(targets: torch.Tensor) -> bool:
 
 
 def stretch_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoice | None:
-    """``stretch`` for a global operator whose outputs span the same range on every photo.
+    """``stretch`` for a global operator whose outputs span the same range on nearly every photo.
 
     Args:
         report: The probe's report (a ``global`` verdict).
@@ -111,12 +111,12 @@ def stretch_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoice 
         "stretch",
         {**STRETCH_OPTIONS, "border": "replicate"},
         dict(STRETCH_TRAIN),
-        reason="probed global operator whose outputs span the same range on every photo: a "
+        reason="probed global operator whose outputs span the same range on nearly every photo: a "
         "local network, each photo's levels stretched between two quantiles, a per-pixel head "
         "(pretrained with the stretch solved per photo, then the quantile levels chosen)",
     )
     choice.probe = report.to_dict()
-    choice.probe_line = f"{found}, the same output range on every photo -> stretch(window=3)"
+    choice.probe_line = f"{found}, the same output range on nearly every photo -> stretch(window=3)"
     return choice
 
 

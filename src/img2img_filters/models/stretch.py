@@ -14,9 +14,10 @@ on a small neighbourhood through the rest:
     out = head(clip((I - lo) / (hi - lo), 0, 1))    (a per-pixel linear map to the outputs)
 
 The quantile levels are not options but fitted values (the buffer ``levels``,
-``(2,)``, kept in the checkpoint): ``--arch auto`` first trains the local network
-with each photo's stretch solved in closed form, then picks the levels that
-explain the photos best (:func:`img2img_filters.auto.stretch.pretrain_stretch`).
+``(2,)``, kept in the checkpoint): a run (``img2img train``, ``train_run``) first
+trains the local network with each photo's stretch solved in closed form, then
+picks the levels that explain the photos best
+(:func:`img2img_filters.auto.stretch.pretrain_stretch`).
 They start at ``(0, 1)``: the photo's minimum and maximum. The model reads the
 whole photo (``whole_image``: never tiled); ONNX cannot express the quantiles,
 TorchScript can.

@@ -1,9 +1,9 @@
-"""How ``--arch auto``'s network starts before gradient training.
+"""How a run's network starts before gradient training.
 
-Auto chose some networks by a fit it can repeat at the start of training: a
-least-squares linear head (the domain transform, the equalisation:
-:func:`warm_start_head`), or the level stretch's pretraining with each photo's
-stretch solved (:func:`img2img_filters.auto.stretch.pretrain_stretch`).
+``--arch auto`` chose some networks by a fit it can repeat at the start of
+training: a least-squares linear head (the domain transform, the equalisation:
+:func:`warm_start_head`). A level stretch is pretrained with each photo's stretch
+solved (:func:`img2img_filters.auto.stretch.pretrain_stretch`) whoever chose it.
 :func:`start_network` does whichever the network needs.
 """
 
@@ -35,6 +35,8 @@ def start_network(
     seconds: float | None,
     seed: int,
     log: Callable[[str], None],
+    *,
+    head: bool = True,
 ) -> None:
     """Start ``network`` as auto chose it, before gradient training (changed in place).
 
@@ -45,8 +47,10 @@ def start_network(
             pretraining takes :data:`STRETCH_PRETRAIN_SHARE` of it.
         seed: The run's seed.
         log: Where to say what was done.
+        head: Start a linear head at its least-squares fit (:func:`warm_start_head`; auto
+            chose the network's settings by that fit).
     """
-    if hasattr(network, "fit_head"):
+    if head and hasattr(network, "fit_head"):
         warm_start_head(network, train_set, log)
     if isinstance(network, LevelStretchNet):
         share = None if seconds is None else seconds * STRETCH_PRETRAIN_SHARE

@@ -286,9 +286,10 @@ def _gradient(
     torch.manual_seed(int(train.get("seed", 0)))  # the same start for every process count
     network = default_model(filter, arch, options)
     budget = train.get("time_budget")
-    if choice is not None and not resume:
+    if not resume:  # the head's start is auto's; a stretch is always pretrained
         left = _time_left(budget, started)
-        start_network(network, train_set, left, int(train.get("seed", 0)), log)
+        seed = int(train.get("seed", 0))
+        start_network(network, train_set, left, seed, log, head=choice is not None)
     refine = _refine_plan(network, choice)
     settings = dict(train)
     left = _time_left(budget, started)
