@@ -45,7 +45,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--arch", "linear", "--option", "kernel_size=2.5"], "kernel_size"),
         (["--seed", "99999999999999999999"], "argument --seed"),
         (["--crop-size", "1"], "argument --crop-size: expected an integer from 7"),
-        (["--arch", "cann"], "arch must be one of ['can', 'clipped_linear'"),
+        (["--arch", "cann"], "arch must be one of ['box_cascade', 'can', 'clipped_linear'"),
         (["--option", "width=8"], "--option width"),
         (["--arch", "can", "--option", "width=1024", "--option", "depth=64"], "MAX_PARAMETERS"),
         (["--filter", "|".join(["gray"] * (MAX_FILTER_STAGES + 1))], "MAX_FILTER_STAGES"),

@@ -9,11 +9,11 @@ width from the least-squares kernel (the variance of its rows and of its
 columns), and for each number of passes from 1 to :data:`MAX_SEARCH_PASSES`
 derives the box radius of that variance, then scans the integer weights around
 its own, coarse to fine; each setting is scored by its squared error on the
-photos. The best is taken when it
-matches the photos better than the least-squares kernel does, so a blur rounded
-once (or not at all) keeps its kernel. The passes blur each channel on its own:
-a kernel that mixes channels (its colour matrix, rounded to two decimals, is not
-the identity) is left to least squares.
+photos. The best is taken when it matches the photos better than the
+least-squares kernel does, so a blur rounded once (or not at all) keeps its
+kernel. The passes blur each channel on its own: a kernel that mixes channels
+(its colour matrix, rounded to two decimals, is not the identity) is left to
+least squares.
 """
 
 from __future__ import annotations
