@@ -167,7 +167,7 @@ def _choose_levels(network: LevelStretchNet, inputs: torch.Tensor, targets: torc
     for low, high in ((a, b) for a in LOW_LEVELS for b in HIGH_LEVELS):
         for flip in (False, True):
             levels = (1.0 - high, 1.0 - low) if flip else (low, high)
-            network.levels.copy_(torch.tensor(levels))
+            network.levels.copy_(torch.tensor(levels, device=network.levels.device))
             with torch.no_grad():
                 stretched = network.stretched(-intensity if flip else intensity).flatten()
             design = torch.stack([stretched.double(), torch.ones_like(stretched.double())], 1)
@@ -178,7 +178,7 @@ def _choose_levels(network: LevelStretchNet, inputs: torch.Tensor, targets: torc
     assert best is not None  # the level grids are never empty
     error, low, high, flip, solution = best
     with torch.no_grad():
-        network.levels.copy_(torch.tensor([low, high]))
+        network.levels.copy_(torch.tensor([low, high], device=network.levels.device))
         if flip:
             _negate(network)
         network.head.weight.copy_(solution[0].float().view(-1, 1, 1, 1))
@@ -197,27 +197,31 @@ def pretrain_stretch(
     seconds: float | None = None,
     steps: int | None = None,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     log: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Train the local network with each photo's stretch solved, then choose the levels.
 
     Args:
-        network: A ``stretch`` model (changed in place, on the CPU).
+        network: A ``stretch`` model (changed in place; it stays where it was).
         dataset: The training dataset (``batch(positions, device)``, ``len``).
         seconds: Time for the local network's training (``None``: ``steps`` steps).
         steps: Its steps at most (a cosine decay over the steps it will take;
             ``None``: :data:`PRETRAIN_STEPS`).
         seed: Seeds the photos each step draws.
+        device: Where it trains.
         log: Where to say what was done.
     """
     steps = PRETRAIN_STEPS if steps is None else steps
+    home = network.levels.device
+    network.to(device)
     generator = np.random.default_rng(seed)
     optimiser = torch.optim.Adam(network.local.parameters(), lr=PRETRAIN_RATE)
     total, done, started = steps, 0, time.perf_counter()
     loss = float("nan")
     while done < total:
         positions = generator.integers(0, len(dataset), PRETRAIN_BATCH)
-        inputs, targets = dataset.batch(positions, "cpu")
+        inputs, targets = dataset.batch(positions, device)
         for group in optimiser.param_groups:  # cosine decay over the planned steps
             group["lr"] = PRETRAIN_RATE * 0.5 * (1.0 + math.cos(math.pi * done / total))
         error = affine_residual(network.intensity(inputs), targets)
@@ -229,7 +233,8 @@ def pretrain_stretch(
             pace = (time.perf_counter() - started) / done
             total = max(done + 1, min(steps, int(seconds / pace)))
     inputs, targets = sample_batch(dataset, LEVEL_PHOTOS)
-    chosen = _choose_levels(network, inputs, targets)
+    chosen = _choose_levels(network, inputs.to(device), targets.to(device))
+    network.to(home)
     log(
         f"stretch: local network trained {done} steps with each photo's stretch solved "
         f"({-10.0 * math.log10(max(loss, 1e-20)):.1f} dB on unclipped pixels, last batch, "

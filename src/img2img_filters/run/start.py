@@ -37,6 +37,7 @@ def start_network(
     log: Callable[[str], None],
     *,
     head: bool = True,
+    device: str | torch.device = "cpu",
 ) -> None:
     """Start ``network`` as auto chose it, before gradient training (changed in place).
 
@@ -49,12 +50,13 @@ def start_network(
         log: Where to say what was done.
         head: Start a linear head at its least-squares fit (:func:`warm_start_head`; auto
             chose the network's settings by that fit).
+        device: Where a stretch's pretraining runs.
     """
     if head and hasattr(network, "fit_head"):
         warm_start_head(network, train_set, log)
     if isinstance(network, LevelStretchNet):
         share = None if seconds is None else seconds * STRETCH_PRETRAIN_SHARE
-        pretrain_stretch(network, train_set, seconds=share, seed=seed, log=log)
+        pretrain_stretch(network, train_set, seconds=share, seed=seed, device=device, log=log)
 
 
 #: The share of what a time budget leaves that a ``stretch`` network's pretraining takes

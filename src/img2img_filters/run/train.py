@@ -289,7 +289,7 @@ def _gradient(
     if not resume:  # the head's start is auto's; a stretch is always pretrained
         left = _time_left(budget, started)
         seed = int(train.get("seed", 0))
-        start_network(network, train_set, left, seed, log, head=choice is not None)
+        start_network(network, train_set, left, seed, log, head=choice is not None, device=device)
     refine = _refine_plan(network, choice)
     settings = dict(train)
     left = _time_left(budget, started)
