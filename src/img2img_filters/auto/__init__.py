@@ -119,8 +119,16 @@ __all__ = [
 ]
 
 
-#: The architectures :func:`fit_auto` fits.
-EXACT_ARCHS = ("linear", "clipped_linear", "lut3d", "box_cascade", "gray_blend")
+#: The architectures :func:`fit_auto` fits, and what each one's fit solves (as the run's
+#: result says it).
+_EXACT_FITS = {
+    "linear": "its kernel",
+    "clipped_linear": "its kernel",
+    "lut3d": "a colour lookup table",
+    "box_cascade": "the box passes' setting",
+    "gray_blend": "the blend's factor and gray weights",
+}
+EXACT_ARCHS = tuple(_EXACT_FITS)
 #: The photos a gray blend is fitted on.
 GRAY_BLEND_PHOTOS = 64
 
@@ -272,12 +280,8 @@ def fit_auto(
     fitted = time.perf_counter() - started
     train_l1 = compute_metrics(model, train_dataset, device=device, max_images=4096)["l1"]
     val_l1 = compute_metrics(model, val_dataset, device=device)["l1"]
-    what = {
-        "lut3d": "a colour lookup table",
-        "box_cascade": "the box passes' setting",
-        "gray_blend": "the blend's factor and gray weights",
-    }.get(choice.arch, "its kernel")
-    report = model.fit_report  # fit_linear and fit_lut always attach it
+    what = _EXACT_FITS[choice.arch]
+    report = model.fit_report  # every exact fit attaches it
     stopped = (
         "settings searched on the training photos"
         if choice.arch == "box_cascade"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from img2img_filters.auto.recipes import AutoChoice
-from img2img_filters.auto.scoring import least_error_options, sample_batch
+from img2img_filters.auto.scoring import least_error_options, mean_squared_error, sample_batch
 from img2img_filters.models import create_img2img_model
 from img2img_filters.models.box_cascade import FRACTION_BITS, box_weights
 from img2img_filters.probe import ProbeReport
@@ -93,8 +93,7 @@ def _better(error: float, least: float) -> bool:
 
 def _error(options: dict[str, Any], inputs: torch.Tensor, targets: torch.Tensor) -> float:
     model = create_img2img_model(inputs.shape[1], targets.shape[1], "box_cascade", **options)
-    with torch.no_grad():
-        return float((model(inputs) - targets).double().square().mean())
+    return mean_squared_error(model, inputs, targets)
 
 
 def _radius_of_inner(whole: int, inner: int) -> float | None:
@@ -215,9 +214,8 @@ def box_cascade_choice(
     options = least_error_options(fitted, "linear", candidates, inputs, targets)
     kernel_model = create_img2img_model(inputs.shape[1], targets.shape[1], "linear", **options)
     kernel_model.load_state_dict(fitted.state_dict())
-    with torch.no_grad():
-        kernel_error = float((kernel_model(inputs) - targets).double().square().mean())
-    kernel = kernel_model.layers[0].weight.detach()
+    kernel_error = mean_squared_error(kernel_model, inputs, targets)
+    kernel = fitted.layers[0].weight.detach()
     found_cascade = box_cascade_candidate(kernel, inputs, targets, kernel_error)
     if found_cascade is None:
         return None

@@ -18,11 +18,9 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import torch
-
 from img2img_filters.auto.clipped import CLIPPED_TOLERANCE
 from img2img_filters.auto.recipes import AutoChoice
-from img2img_filters.auto.scoring import sample_batch
+from img2img_filters.auto.scoring import mean_squared_error, sample_batch
 from img2img_filters.models.gray_blend import GRAY_ROUNDINGS, ROUNDINGS
 from img2img_filters.probe import ProbeReport
 from img2img_filters.solve import fit_gray_blend, fit_linear
@@ -31,11 +29,6 @@ __all__ = ["CHECK_PHOTOS", "FIT_PHOTOS", "gray_blend_choice"]
 
 #: Photos each gray blend is fitted on, then photos it is measured on.
 FIT_PHOTOS, CHECK_PHOTOS = 24, 16
-
-
-def _error(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model(inputs) - targets).double().square().mean())
 
 
 def gray_blend_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoice | None:
@@ -67,7 +60,7 @@ def gray_blend_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoi
         matrix = fit_linear(dataset, 1, clip=(0.0, 1.0), max_images=FIT_PHOTOS)
     except ValueError:  # every target clipped: no colour matrix to compare with
         return None
-    matrix_error = _error(matrix, inputs, targets)
+    matrix_error = mean_squared_error(matrix, inputs, targets)
     if not matrix_error <= CLIPPED_TOLERANCE**2:  # not a colour matrix up to rounding
         return None
     best: tuple[float, dict[str, Any], Any] | None = None
@@ -78,7 +71,7 @@ def gray_blend_choice(report: ProbeReport, dataset: Any, found: str) -> AutoChoi
             )
         except ValueError:  # targets clipped nearly everywhere
             return None
-        error = _error(model, inputs, targets)
+        error = mean_squared_error(model, inputs, targets)
         if best is None or error < best[0]:
             best = (error, {"rounding": rounding, "gray_rounding": gray_rounding}, model)
     assert best is not None  # the roundings are never empty

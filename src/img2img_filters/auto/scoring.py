@@ -18,7 +18,7 @@ from torch import nn
 
 from img2img_filters.models import create_img2img_model
 
-__all__ = ["least_error_options", "sample_batch", "spread_positions"]
+__all__ = ["least_error_options", "mean_squared_error", "sample_batch", "spread_positions"]
 
 
 def spread_positions(total: int, count: int, first: int = 0) -> np.ndarray:
@@ -36,6 +36,12 @@ def sample_batch(dataset: Any, count: int, first: int = 0) -> tuple[torch.Tensor
         first: The first position they are drawn from.
     """
     return dataset.batch(spread_positions(len(dataset), count, first), "cpu")
+
+
+def mean_squared_error(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """``model``'s mean squared error over whole photos ``(B, C, H, W)``, in float64."""
+    with torch.no_grad():
+        return float((model(inputs) - targets).double().square().mean())
 
 
 def least_error_options(
@@ -63,8 +69,7 @@ def least_error_options(
     for options in candidates:
         model = create_img2img_model(inputs.shape[1], targets.shape[1], arch, **options)
         model.load_state_dict(state)
-        with torch.no_grad():
-            error = float((model(inputs) - targets).double().pow(2).mean())
+        error = mean_squared_error(model, inputs, targets)
         if error < least:
             best, least = options, error
     if best is None:

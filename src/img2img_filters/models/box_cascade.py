@@ -35,7 +35,7 @@ from torch import nn
 
 from img2img_filters.border import check_border, pad2d
 from img2img_filters.limits import MAX_KERNEL_SIZE
-from img2img_filters.models.layers import straight_through
+from img2img_filters.models.layers import LEVELS_8BIT, straight_through
 from img2img_filters.models.options import check_int, check_number
 from img2img_filters.models.registry import register_arch
 
@@ -45,8 +45,6 @@ __all__ = ["FRACTION_BITS", "MAX_PASSES", "BoxCascadeNet", "box_weights"]
 FRACTION_BITS = 24
 #: The most passes along each axis.
 MAX_PASSES = 16
-#: The 8-bit levels the passes round to.
-LEVELS = 255
 
 
 def box_weights(radius: float) -> tuple[int, int, int]:
@@ -154,10 +152,10 @@ class BoxCascadeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``: map the channels, round, blur."""
-        mixed = torch.einsum("oi,bihw->bohw", self.mix.double(), x.double()) * LEVELS
+        mixed = torch.einsum("oi,bihw->bohw", self.mix.double(), x.double()) * LEVELS_8BIT
         levels = straight_through(mixed, torch.round(mixed))
         for _ in range(self.passes):
             levels = self._pass(levels, vertical=False)
         for _ in range(self.passes):
             levels = self._pass(levels, vertical=True)
-        return (levels / LEVELS).to(x.dtype)
+        return (levels / LEVELS_8BIT).to(x.dtype)

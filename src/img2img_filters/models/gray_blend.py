@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from img2img_filters.models.layers import straight_through
+from img2img_filters.models.layers import LEVELS_8BIT, straight_through
 from img2img_filters.models.options import check_str
 from img2img_filters.models.registry import register_arch
 
@@ -37,7 +37,6 @@ __all__ = ["GRAY_ROUNDINGS", "ROUNDINGS", "GrayBlendNet"]
 ROUNDINGS = ("floor", "nearest")
 #: How the gray is rounded to a level before the blend (``none``: not at all).
 GRAY_ROUNDINGS = ("nearest", "floor", "none")
-_LEVELS = 255.0
 
 
 def _rounded(values: torch.Tensor, rounding: str) -> torch.Tensor:
@@ -94,11 +93,11 @@ class GrayBlendNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in, H, W)`` -> ``(B, out, H, W)``, multiples of ``1 / 255`` in ``[0, 1]``."""
-        scaled = x.float() * _LEVELS
+        scaled = x.float() * LEVELS_8BIT
         levels = straight_through(scaled, torch.floor(scaled + 0.5))
         weighted = torch.einsum("i,bihw->bhw", self.gray.float(), levels).unsqueeze(1)
         gray = _rounded(weighted, self.gray_rounding)
         source = levels.index_select(1, self.sources)
         blended = gray + self.factor.float().view(1, -1, 1, 1) * (source - gray)
-        out = _rounded(blended.clamp(0.0, _LEVELS), self.rounding)
-        return (out / _LEVELS).to(x.dtype)
+        out = _rounded(blended.clamp(0.0, LEVELS_8BIT), self.rounding)
+        return (out / LEVELS_8BIT).to(x.dtype)

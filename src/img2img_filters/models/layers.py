@@ -8,7 +8,11 @@ from torch import nn
 
 from img2img_filters.border import check_border, pad2d
 
-__all__ = ["BorderConv2d", "straight_through"]
+__all__ = ["LEVELS_8BIT", "BorderConv2d", "straight_through"]
+
+#: The highest level of an 8-bit value: the models that round as 8-bit tools do work in levels
+#: ``0 .. LEVELS_8BIT``.
+LEVELS_8BIT = 255
 
 
 def straight_through(exact: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:

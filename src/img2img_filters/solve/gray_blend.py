@@ -21,6 +21,7 @@ import torch
 
 from img2img_filters.models import create_img2img_model
 from img2img_filters.models.gray_blend import GrayBlendNet
+from img2img_filters.models.layers import LEVELS_8BIT
 
 __all__ = ["FACTOR_DECIMALS", "GRAY_BITS", "GRAY_DECIMALS", "fit_gray_blend"]
 
@@ -30,7 +31,6 @@ FACTOR_DECIMALS = (1, 2, 3, 4)
 GRAY_BITS = (8, 10, 12, 14, 15, 16)
 #: Decimals the gray weights are snapped to.
 GRAY_DECIMALS = (2, 3, 4)
-_LEVELS = 255.0
 
 
 def _first(pair: tuple[float, Any]) -> float:
@@ -48,16 +48,18 @@ def _pixels(dataset: Any, max_images: int) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs.float(), targets.float()
 
 
-def _estimate(levels: np.ndarray, wanted: np.ndarray) -> tuple[float, np.ndarray]:
+def _estimate(
+    levels: np.ndarray, sources: np.ndarray, wanted: np.ndarray
+) -> tuple[float, np.ndarray]:
     """``(factor, gray weights)`` by least squares over the unclipped pixels.
 
     Args:
         levels: Input levels ``(N, in)``.
+        sources: The input level each output blends ``(N, C)``.
         wanted: Target levels ``(N, C)``.
     """
     channels = wanted.shape[1]
-    sources = levels[:, np.arange(channels) % levels.shape[1]]
-    inside = ((wanted > 0) & (wanted < _LEVELS)).all(axis=1)
+    inside = ((wanted > 0) & (wanted < LEVELS_8BIT)).all(axis=1)
     if inside.sum() < 16:
         raise ValueError(
             "gray blend: fewer than 16 pixels of the targets are inside (0, 255); nothing to fit"
@@ -72,7 +74,7 @@ def _estimate(levels: np.ndarray, wanted: np.ndarray) -> tuple[float, np.ndarray
         predicted = solution[0] * sources + (levels @ solution[1:-1])[:, None] + solution[-1]
         # Choosing pixels by their targets biases the fit (the rounding noise decides who is
         # in); choosing them by the prediction does not.
-        inside = ((predicted > 2.0) & (predicted < _LEVELS - 2.0)).all(axis=1)
+        inside = ((predicted > 2.0) & (predicted < LEVELS_8BIT - 2.0)).all(axis=1)
         if inside.sum() < 16:
             break
     factor, mixed = float(solution[0]), solution[1:-1]
@@ -81,15 +83,27 @@ def _estimate(levels: np.ndarray, wanted: np.ndarray) -> tuple[float, np.ndarray
     return factor, mixed / (1.0 - factor)
 
 
-def _levels(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """``(input levels (N, in), target levels (N, C))`` as float64 arrays."""
-    levels = (inputs[0, :, :, 0].double() * _LEVELS).round().T.numpy()
-    wanted = (targets[0, :, :, 0].double() * _LEVELS).round().T.numpy()
-    return levels, wanted
+def _levels(
+    inputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 levels: the inputs, the input each output blends, the targets.
+
+    Returns:
+        ``(inputs (N, in), sources (N, C): input channel c % in, targets (N, C))``.
+    """
+    levels = (inputs[0, :, :, 0].double() * LEVELS_8BIT).round().T.numpy()
+    wanted = (targets[0, :, :, 0].double() * LEVELS_8BIT).round().T.numpy()
+    sources = levels[:, np.arange(wanted.shape[1]) % levels.shape[1]]
+    return levels, sources, wanted
 
 
 def _hidden_gray(
-    levels: np.ndarray, wanted: np.ndarray, factor: float, rounding: str, gray_rounding: str
+    levels: np.ndarray,
+    sources: np.ndarray,
+    wanted: np.ndarray,
+    factor: float,
+    rounding: str,
+    gray_rounding: str,
 ) -> np.ndarray | None:
     """The gray weights fitted to the rounded grays the targets reveal, or ``None``.
 
@@ -101,12 +115,11 @@ def _hidden_gray(
     """
     if gray_rounding == "none" or abs(1.0 - factor) < 1e-3:
         return None
-    sources = levels[:, np.arange(wanted.shape[1]) % levels.shape[1]]
     low = wanted - (0.5 if rounding == "nearest" else 0.0)
     bounds = np.stack([low, low + 1.0]) - factor * sources  # (1 - factor) * g in [a, b)
     bounds = bounds / (1.0 - factor)
     lower, upper = bounds.min(axis=0), bounds.max(axis=0)
-    clipped = (wanted <= 0) | (wanted >= _LEVELS)
+    clipped = (wanted <= 0) | (wanted >= LEVELS_8BIT)
     lower = np.where(clipped, -np.inf, lower).max(axis=1)
     upper = np.where(clipped, np.inf, upper).min(axis=1)
     # A bound that is a whole level may be in or out as float32 rounds: both count.
@@ -165,24 +178,28 @@ def fit_gray_blend(
         ValueError: For an empty dataset, or targets clipped nearly everywhere.
     """
     inputs, targets = _pixels(dataset, max_images)
-    levels, wanted_levels = _levels(inputs, targets)
-    factor, gray = _estimate(levels, wanted_levels)
-    wanted = (targets.double() * _LEVELS).round()
+    levels, sources, wanted_levels = _levels(inputs, targets)
+    factor, gray = _estimate(levels, sources, wanted_levels)
+    wanted = torch.from_numpy(wanted_levels.T.copy()).view(targets.shape)  # (1, C, N, 1)
     model = create_img2img_model(
         inputs.shape[1], targets.shape[1], "gray_blend", rounding=rounding,
         gray_rounding=gray_rounding,
     )  # fmt: skip
 
-    def score(value: float, weights: np.ndarray) -> float:
-        """The share of target values the model reproduces with these parameters."""
+    def use(value: float, weights: np.ndarray) -> None:
         model.factor.fill_(value)
         model.gray.copy_(torch.from_numpy(weights))
-        return float(((model(inputs).double() * _LEVELS).round() == wanted).double().mean())
+
+    def score(value: float, weights: np.ndarray) -> float:
+        """The share of target values the model reproduces with these parameters."""
+        use(value, weights)
+        out = (model(inputs).double() * LEVELS_8BIT).round()
+        return float((out == wanted).double().mean())
 
     best: tuple[float, float, np.ndarray, float | None] | None = None
     with torch.no_grad():
         for value in _factor_candidates(factor):
-            hidden = _hidden_gray(levels, wanted_levels, value, rounding, gray_rounding)
+            hidden = _hidden_gray(levels, sources, wanted_levels, value, rounding, gray_rounding)
             for weights, step in _gray_candidates(gray if hidden is None else hidden):
                 exact = score(value, weights)
                 if best is None or exact > best[0]:
@@ -194,7 +211,7 @@ def fit_gray_blend(
             if moved[0] <= exact:
                 break
             exact, weights = moved
-        score(value, weights)
+        use(value, weights)
     model.fit_report = {
         "images": min(len(dataset), max_images),
         "pixels": int(inputs.shape[2]),
